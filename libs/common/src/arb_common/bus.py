@@ -1,0 +1,446 @@
+"""Bus helpers on nats-py JetStream.
+
+- :meth:`Bus.connect`: unlimited reconnects, callbacks that keep ``/readyz`` honest.
+- :meth:`Bus.provision`: idempotent stream creation/update (every service does it at start).
+- :meth:`Bus.publish`: deterministic ``Nats-Msg-Id`` and a checked PubAck; retried on timeouts
+  with the same id, so a re-publish is dropped by JetStream's duplicate window.
+- :meth:`Bus.consume`: durable pull consumer, explicit ack only after the handler's effect,
+  finite ``max_deliver`` with backoff; undecodable messages and messages that exhausted their
+  deliveries go to ``dlq.<stream>`` with the reason (counted, never fatal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
+from prometheus_client import Counter, Gauge
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import DecodeError, TemporaryError
+from .messages import Envelope, decode, encode
+from .subjects import STREAMS, Subjects
+
+logger = logging.getLogger(__name__)
+
+PUBLISHED = Counter("arb_bus_published_total", "Messages published", ["kind"])
+PUB_DUPLICATES = Counter(
+    "arb_bus_publish_duplicates_total", "Publishes JetStream dropped as duplicates", ["kind"]
+)
+CONSUMED = Counter("arb_bus_consumed_total", "Messages handled and acked", ["stream", "consumer"])
+HANDLER_ERRORS = Counter(
+    "arb_bus_handler_errors_total", "Handler failures (message naked)", ["stream", "consumer"]
+)
+DLQ = Counter("arb_bus_dlq_total", "Messages sent to the dead-letter subject", ["stream", "reason"])
+PENDING = Gauge(
+    "arb_bus_consumer_pending", "Messages waiting for a durable consumer", ["stream", "consumer"]
+)
+CONNECTED = Gauge("arb_bus_connected", "1 while connected to NATS")
+RECONNECTS = Counter("arb_bus_reconnects_total", "NATS reconnections")
+
+_RETRYABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, TemporaryError)
+
+
+def _kind(subject: str) -> str:
+    parts = subject.split(".")
+    return ".".join(parts[:2]) if len(parts) >= 2 else subject
+
+
+@dataclass(frozen=True)
+class Delivery:
+    env: Envelope
+    payload: Any
+    msg: Msg
+
+
+Handler = Callable[[Envelope, Any], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
+
+
+class SeenIds:
+    """Bounded LRU of message ids already applied (idempotency for in-memory effects)."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._cap = capacity
+
+    def add(self, msg_id: str) -> bool:
+        """Record ``msg_id``; False if it was already there."""
+        if msg_id in self._ids:
+            self._ids.move_to_end(msg_id)
+            return False
+        self._ids[msg_id] = None
+        if len(self._ids) > self._cap:
+            self._ids.popitem(last=False)
+        return True
+
+    def __contains__(self, msg_id: str) -> bool:
+        return msg_id in self._ids
+
+
+class Bus:
+    def __init__(
+        self,
+        url: str,
+        *,
+        service: str,
+        session: str,
+        mode: str,
+        prefix: str = "",
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.url = url
+        self.service = service
+        self.session = session
+        self.mode = mode
+        self.subjects = Subjects(prefix)
+        self.clock = clock
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    # ------------------------------------------------------------ connection
+    @property
+    def nc(self) -> NATS:
+        if self._nc is None:
+            raise RuntimeError("bus not connected")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("bus not connected")
+        return self._js
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def connect(self, *, connect_timeout: float = 5.0) -> None:
+        async def disconnected() -> None:
+            CONNECTED.set(0)
+            logger.warning("nats disconnected service=%s", self.service)
+
+        async def reconnected() -> None:
+            CONNECTED.set(1)
+            RECONNECTS.inc()
+            logger.info("nats reconnected service=%s", self.service)
+
+        async def closed() -> None:
+            CONNECTED.set(0)
+            self.closed.set()
+            logger.warning("nats connection closed service=%s", self.service)
+
+        async def error(exc: Exception) -> None:
+            logger.warning("nats error service=%s error=%r", self.service, exc)
+
+        self._nc = await nats.connect(
+            servers=[self.url],
+            name=self.service,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=connect_timeout,
+            allow_reconnect=True,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            closed_cb=closed,
+            error_cb=error,
+        )
+        self._js = self._nc.jetstream(timeout=5.0)
+        CONNECTED.set(1)
+        logger.info("nats connected service=%s url=%s", self.service, self.url)
+
+    async def provision(self) -> None:
+        """Create or update every stream of the contract; safe to run from every service."""
+        for spec in STREAMS:
+            cfg = self.subjects.stream_config(spec)
+            try:
+                await self.js.stream_info(cfg.name or "")
+            except nats.js.errors.NotFoundError:
+                try:
+                    await self.js.add_stream(config=cfg)
+                    logger.info("stream created name=%s", cfg.name)
+                except nats.js.errors.BadRequestError:  # created concurrently by another service
+                    await self.js.update_stream(config=cfg)
+                continue
+            await self.js.update_stream(config=cfg)
+
+    async def close(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+        self._tasks.clear()
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.drain()
+            except Exception:  # noqa: BLE001 - best effort on shutdown
+                await self._nc.close()
+
+    # ------------------------------------------------------------ publish
+    def envelope(self, payload: msgspec.Struct, msg_id: str) -> bytes:
+        return encode(
+            payload,
+            msg_id=msg_id,
+            source=self.service,
+            session=self.session,
+            mode=self.mode,
+            ts=self.clock.now_ns(),
+        )
+
+    async def publish(
+        self, subject: str, payload: msgspec.Struct, msg_id: str, *, timeout: float = 30.0
+    ) -> PubAck:
+        """Publish durably: returns only once JetStream acknowledged the message.
+
+        Retries timeouts with the same ``Nats-Msg-Id`` (deduplicated by the stream) for up
+        to ``timeout`` seconds, then raises :class:`TemporaryError`.
+        """
+        data = self.envelope(payload, msg_id)
+        return await self.publish_raw(subject, data, msg_id, timeout=timeout)
+
+    async def publish_raw(
+        self, subject: str, data: bytes, msg_id: str, *, timeout: float = 30.0
+    ) -> PubAck:
+        headers = {"Nats-Msg-Id": msg_id}
+        kind = _kind(self.subjects.strip(subject))
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_RETRYABLE),
+                wait=wait_exponential_jitter(initial=0.05, max=2.0),
+                stop=stop_after_delay(timeout),
+                reraise=True,
+            ):
+                with attempt:
+                    ack = await self.js.publish(subject, data, headers=headers, timeout=2.0)
+        except _RETRYABLE as exc:
+            raise TemporaryError(f"publish to {subject} not acknowledged: {exc!r}") from exc
+        if not ack.stream:
+            raise TemporaryError(f"publish to {subject}: PubAck without stream")
+        if ack.duplicate:
+            PUB_DUPLICATES.labels(kind).inc()
+        PUBLISHED.labels(kind).inc()
+        return ack
+
+    async def publish_fast(self, subject: str, payload: msgspec.Struct, msg_id: str) -> None:
+        """Fire-and-forget publish (conflatable data such as books): no PubAck wait."""
+        await self.nc.publish(subject, self.envelope(payload, msg_id), headers={"Nats-Msg-Id": msg_id})
+        PUBLISHED.labels(_kind(self.subjects.strip(subject))).inc()
+
+    # ------------------------------------------------------------ consume
+    async def subscribe(self, subject: str, handler: Handler, *, where: str = "") -> None:
+        """Core-NATS subscription (latest-wins data such as books); bad messages are counted."""
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                env, payload = decode(msg.data, where or msg.subject)
+            except DecodeError as exc:
+                await self._dead_letter("core", msg.subject, msg.data, f"decode: {exc.reason}")
+                return
+            try:
+                await handler(env, payload)
+            except Exception:  # noqa: BLE001 - a bad message must never kill the service
+                HANDLER_ERRORS.labels("core", where or subject).inc()
+                logger.exception("handler failed subject=%s", msg.subject)
+
+        await self.nc.subscribe(subject, cb=on_msg)
+
+    async def last_message(self, stream: str, subject: str) -> tuple[Envelope, Any] | None:
+        """The last message on ``subject`` in ``stream`` (None if there is none)."""
+        try:
+            raw = await self.js.get_last_msg(self.subjects.stream_name(stream), subject)
+        except nats.js.errors.NotFoundError:
+            return None
+        if raw.data is None:
+            return None
+        try:
+            return decode(raw.data, subject)
+        except DecodeError as exc:
+            logger.error("undecodable last message subject=%s reason=%s", subject, exc.reason)
+            return None
+
+    def consume(
+        self,
+        *,
+        stream: str,
+        durable: str,
+        filter_subject: str,
+        handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
+        batch: int = 64,
+        max_deliver: int = 20,
+        ack_wait: float = 30.0,
+        backoff: Sequence[float] = (0.5, 1, 2, 5, 10, 30),
+        deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+    ) -> asyncio.Task[None]:
+        """Start a durable pull-consumer loop as a task; the bus cancels it on close."""
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler / batch_handler")
+        consumer = _Consumer(
+            self,
+            stream=self.subjects.stream_name(stream),
+            durable=durable,
+            filter_subject=filter_subject,
+            handler=handler,
+            batch_handler=batch_handler,
+            batch=batch,
+            config=ConsumerConfig(
+                durable_name=durable,
+                ack_policy=AckPolicy.EXPLICIT,
+                max_deliver=max_deliver,
+                ack_wait=ack_wait,
+                filter_subject=filter_subject,
+                deliver_policy=deliver_policy,
+                max_ack_pending=max(batch * 4, 256),
+            ),
+            backoff=list(backoff),
+        )
+        task = asyncio.create_task(consumer.run(), name=f"consume:{durable}")
+        self._tasks.append(task)
+        return task
+
+    async def _dead_letter(self, stream: str, subject: str, data: bytes, reason: str) -> None:
+        DLQ.labels(stream, reason.split(":", 1)[0]).inc()
+        logger.error(
+            "dead-letter stream=%s subject=%s reason=%s bytes=%d", stream, subject, reason, len(data)
+        )
+        base = stream.split("_", 1)[-1] if self.subjects.prefix else stream
+        try:
+            await self.js.publish(
+                self.subjects.dlq(base),
+                data,
+                headers={"Arb-Dlq-Reason": reason[:500], "Arb-Dlq-Subject": subject},
+                timeout=5.0,
+            )
+        except Exception as exc:  # noqa: BLE001 - counting it is the contract; keep running
+            logger.error("dead-letter publish failed stream=%s error=%r", stream, exc)
+
+
+class _Consumer:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        stream: str,
+        durable: str,
+        filter_subject: str,
+        handler: Handler | None,
+        batch_handler: BatchHandler | None,
+        batch: int,
+        config: ConsumerConfig,
+        backoff: list[float],
+    ) -> None:
+        self.bus = bus
+        self.stream = stream
+        self.durable = durable
+        self.filter_subject = filter_subject
+        self.handler = handler
+        self.batch_handler = batch_handler
+        self.batch = batch
+        self.config = config
+        self.backoff = backoff
+        self.max_deliver = config.max_deliver or 1
+
+    async def run(self) -> None:
+        sub: JetStreamContext.PullSubscription | None = None
+        while not self.bus._stopping.is_set():
+            try:
+                if sub is None:
+                    sub = await self.bus.js.pull_subscribe(
+                        self.filter_subject,
+                        durable=self.durable,
+                        stream=self.stream,
+                        config=self.config,
+                    )
+                try:
+                    msgs = await sub.fetch(self.batch, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    await self._report_pending(sub)
+                    continue
+                await self._process(msgs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reconnects and JetStream hiccups
+                logger.warning("consumer loop error durable=%s error=%r", self.durable, exc)
+                await asyncio.sleep(1.0)
+
+    async def _report_pending(self, sub: JetStreamContext.PullSubscription) -> None:
+        try:
+            info = await sub.consumer_info()
+            PENDING.labels(self.stream, self.durable).set(info.num_pending or 0)
+        except Exception:  # noqa: BLE001 - metrics only
+            pass
+
+    async def _process(self, msgs: list[Msg]) -> None:
+        good: list[Delivery] = []
+        for msg in msgs:
+            try:
+                env, payload = decode(msg.data, msg.subject)
+            except DecodeError as exc:
+                await self.bus._dead_letter(self.stream, msg.subject, msg.data, f"decode: {exc.reason}")
+                await msg.term()
+                continue
+            good.append(Delivery(env, payload, msg))
+        if not good:
+            return
+        if self.batch_handler is not None:
+            try:
+                await self.batch_handler(good)
+            except Exception as exc:  # noqa: BLE001
+                await self._failed(good, exc)
+                return
+            for d in good:
+                await d.msg.ack()
+            CONSUMED.labels(self.stream, self.durable).inc(len(good))
+        else:
+            assert self.handler is not None
+            for d in good:
+                try:
+                    await self.handler(d.env, d.payload)
+                except Exception as exc:  # noqa: BLE001
+                    await self._failed([d], exc)
+                    continue
+                await d.msg.ack()
+                CONSUMED.labels(self.stream, self.durable).inc()
+        last = good[-1].msg.metadata
+        PENDING.labels(self.stream, self.durable).set(last.num_pending or 0)
+
+    async def _failed(self, deliveries: Sequence[Delivery], exc: Exception) -> None:
+        HANDLER_ERRORS.labels(self.stream, self.durable).inc(len(deliveries))
+        logger.warning(
+            "handler failed durable=%s count=%d error=%r", self.durable, len(deliveries), exc
+        )
+        for d in deliveries:
+            n = d.msg.metadata.num_delivered or 1
+            if n >= self.max_deliver:
+                await self.bus._dead_letter(
+                    self.stream, d.msg.subject, d.msg.data, f"max_deliver: {exc!r}"
+                )
+                await d.msg.term()
+            else:
+                delay = self.backoff[min(n - 1, len(self.backoff) - 1)]
+                await d.msg.nak(delay=delay)

@@ -1,0 +1,1 @@
+"""arb_executor."""

@@ -1,0 +1,1 @@
+"""arb_market_data."""

@@ -1,0 +1,1 @@
+"""arb_venue_sim."""
