@@ -31,7 +31,7 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from .clock import SYSTEM_CLOCK, Clock
@@ -231,7 +231,7 @@ class Bus:
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(_RETRYABLE),
-                wait=wait_exponential_jitter(initial=0.05, max=2.0),
+                wait=wait_random_exponential(multiplier=0.05, max=2.0),
                 stop=stop_after_delay(timeout),
                 reraise=True,
             ):

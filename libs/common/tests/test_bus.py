@@ -1,0 +1,109 @@
+"""Bus helpers against a real NATS JetStream server."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from arb_common.bus import DLQ, Bus, Delivery
+from arb_common.messages import Envelope, FillEvent, VenueReady
+
+pytestmark = pytest.mark.integration
+
+
+def _fill(trade_id: str) -> FillEvent:
+    return FillEvent(venue="alpha", symbol="BTC-USDT", client_order_id="c1",
+                     venue_trade_id=trade_id, side="buy", quantity=Decimal("1"),
+                     price=Decimal("10"), fee=Decimal("0.01"), fee_asset="USDT", ts=1)
+
+
+@pytest.fixture
+async def bus(nats_url: str, bus_prefix: str, cleanup_streams: None) -> Any:
+    b = Bus(nats_url, service="test", session="s1", mode="paper", prefix=bus_prefix)
+    await b.connect()
+    await b.provision()
+    await b.provision()  # idempotent
+    yield b
+    await b.close()
+
+
+async def _wait_for(pred: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_republish_with_same_id_is_dropped_by_jetstream(bus: Bus) -> None:
+    subject = bus.subjects.fill("alpha", "BTC-USDT")
+    first = await bus.publish(subject, _fill("1"), "fill:alpha:1")
+    again = await bus.publish(subject, _fill("1"), "fill:alpha:1")
+    assert not first.duplicate and again.duplicate
+    info = await bus.js.stream_info(bus.subjects.stream_name("EXEC"))
+    assert info.state.messages == 1
+
+
+async def test_consumer_acks_after_handler_and_redelivers_on_failure(bus: Bus) -> None:
+    seen: list[str] = []
+    attempts = {"n": 0}
+
+    async def handler(env: Envelope, payload: Any) -> None:
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise RuntimeError("database down")
+        seen.append(payload.venue_trade_id)
+
+    bus.consume(stream="EXEC", durable="t-redeliver", filter_subject=bus.subjects.any("exec.>"),
+                handler=handler, backoff=(0.1,))
+    await bus.publish(bus.subjects.fill("alpha", "BTC-USDT"), _fill("7"), "fill:alpha:7")
+    await _wait_for(lambda: seen == ["7"])
+    assert attempts["n"] == 2
+
+
+async def test_undecodable_message_goes_to_dlq_and_consumer_keeps_going(bus: Bus) -> None:
+    seen: list[str] = []
+    before = DLQ.labels(bus.subjects.stream_name("EXEC"), "decode")._value.get()
+
+    async def batch(ds: list[Delivery]) -> None:
+        seen.extend(d.payload.venue_trade_id for d in ds)
+
+    bus.consume(stream="EXEC", durable="t-dlq", filter_subject=bus.subjects.any("exec.>"),
+                batch_handler=batch)
+    await bus.js.publish(bus.subjects.fill("alpha", "BTC-USDT"), b"{garbage")
+    await bus.publish(bus.subjects.fill("alpha", "BTC-USDT"), _fill("8"), "fill:alpha:8")
+    await _wait_for(lambda: seen == ["8"])
+    after = DLQ.labels(bus.subjects.stream_name("EXEC"), "decode")._value.get()
+    assert after == before + 1
+    dlq = await bus.js.stream_info(bus.subjects.stream_name("DLQ"))
+    assert dlq.state.messages == 1
+
+
+async def test_message_failing_max_deliver_times_is_dead_lettered_not_lost(bus: Bus) -> None:
+    async def handler(env: Envelope, payload: Any) -> None:
+        raise RuntimeError("always fails")
+
+    bus.consume(stream="EXEC", durable="t-max", filter_subject=bus.subjects.any("exec.>"),
+                handler=handler, max_deliver=2, backoff=(0.05,))
+    await bus.publish(bus.subjects.fill("alpha", "BTC-USDT"), _fill("9"), "fill:alpha:9")
+
+    async def dlq_count() -> int:
+        return (await bus.js.stream_info(bus.subjects.stream_name("DLQ"))).state.messages
+
+    for _ in range(100):
+        if await dlq_count() == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert await dlq_count() == 1
+
+
+async def test_last_message_reads_the_gate_state(bus: Bus) -> None:
+    subject = bus.subjects.ready("alpha")
+    assert await bus.last_message("RECON", subject) is None
+    await bus.publish(subject, VenueReady(venue="alpha", ready=False, run_id="r1"), "ready:a:r1:0")
+    await bus.publish(subject, VenueReady(venue="alpha", ready=True, run_id="r1"), "ready:a:r1:1")
+    got = await bus.last_message("RECON", subject)
+    assert got is not None and got[1].ready is True

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import httpx
+from fastapi import Query
+
+from arb_common.runtime import ServiceRuntime
+from arb_common.settings import CommonSettings
+
+
+async def test_health_ready_metrics_info_and_422_naming_the_parameter() -> None:
+    rt = ServiceRuntime("demo", CommonSettings())
+    rt.readiness.set("nats", False, "not connected to NATS")
+
+    @rt.app.get("/api/things")
+    async def things(limit: int = Query(100, ge=1, le=1000)) -> dict[str, int]:
+        return {"limit": limit}
+
+    transport = httpx.ASGITransport(app=rt.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/healthz")).status_code == 200
+        r = await c.get("/readyz")
+        assert r.status_code == 503 and r.json()["missing"] == ["nats: not connected to NATS"]
+        rt.readiness.set("nats", True)
+        rt.readiness.degrade("redis", "unreachable; serving from memory")
+        r = await c.get("/readyz")
+        assert r.status_code == 200 and "redis" in r.json()["degraded"]
+        m = await c.get("/metrics")
+        assert "arb_service_ready" in m.text
+        info = (await c.get("/info")).json()
+        assert info["service"] == "demo" and len(info["config_digest"]) == 16
+        bad = await c.get("/api/things", params={"limit": "5000"})
+        assert bad.status_code == 422 and "limit" in bad.json()["detail"]
+        m = await c.get("/metrics")
+        assert 'arb_http_bad_requests_total{path="/api/things"} 1.0' in m.text
