@@ -1,0 +1,5 @@
+"""``python -m arb_state``: the ledger writer and query API."""
+
+from .app import main
+
+main()
