@@ -17,6 +17,7 @@ Shutdown hooks run in reverse order on SIGTERM/SIGINT. A background task registe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -206,7 +207,8 @@ class ServiceRuntime:
             lifespan="off",
         )
         server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # Signals are ours (graceful stop with shutdown hooks), not uvicorn's.
+        server.capture_signals = contextlib.nullcontext  # type: ignore[assignment,method-assign]
         http = asyncio.create_task(server.serve(), name="http")
         await asyncio.sleep(0)
         logger.info("starting service=%s mode=%s session=%s port=%d", self.name,
