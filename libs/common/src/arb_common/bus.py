@@ -196,10 +196,13 @@ class Bus:
                 pass
         self._tasks.clear()
         if self._nc is not None and not self._nc.is_closed:
+            # Not drain(): nats-py never completes a drain with pull subscriptions alive.
+            # Consumers are cancelled above, so flush what we published and close.
             try:
-                await self._nc.drain()
+                await self._nc.flush(timeout=2)
             except Exception:  # noqa: BLE001 - best effort on shutdown
-                await self._nc.close()
+                pass
+            await self._nc.close()
 
     # ------------------------------------------------------------ publish
     def envelope(self, payload: msgspec.Struct, msg_id: str) -> bytes:

@@ -1,0 +1,1 @@
+"""Venue dialects: one module per wire protocol (cryptofeed style)."""

@@ -1,0 +1,204 @@
+"""Decision engine: books in, intents out. No I/O, time from the injected clock, so backtest
+and live run the same code.
+
+Per symbol: ``flat`` → (best executable net spread ≥ ``min_spread_bps``, trading enabled, not
+cooling down, RiskGuard allows) → ``open`` → (reverse executable spread ≥ ``close_spread_bps``,
+or held ≥ ``max_hold_s``) → ``flat`` with a cooldown. Closes run even when trading is disabled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from arb_common.clock import Clock
+from arb_common.messages import Book, Intent
+from arb_common.money import quantize
+
+from .risk_guard import RiskGuard
+from .spread import Quote, best_quote, quote
+
+logger = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    order_qty: Mapping[str, Decimal]
+    session: str
+    min_spread_bps: Decimal = Decimal("5")
+    close_spread_bps: Decimal = Decimal("-20")
+    max_hold_s: float = 120.0
+    cooldown_s: float = 30.0
+    book_stale_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class OpenTrade:
+    trade_id: str
+    buy_venue: str
+    sell_venue: str
+    quantity: Decimal
+    entry_spread_bps: Decimal
+    buy_price: Decimal
+    sell_price: Decimal
+    opened_ns: int
+
+
+@dataclass
+class SymbolState:
+    books: dict[str, Book] = field(default_factory=dict)
+    trade: OpenTrade | None = None
+    cooldown_until_ns: int = 0
+    closing: OpenTrade | None = None  # the trade the last close intent was for (abort undoes)
+
+
+@dataclass(frozen=True)
+class RiskBlock:
+    symbol: str
+    kind: str
+    detail: str
+
+
+@dataclass
+class Decision:
+    intents: list[Intent] = field(default_factory=list)
+    blocks: list[RiskBlock] = field(default_factory=list)
+    spread_bps: Decimal | None = None  # best net open spread seen on this book
+
+
+def trade_id_for(session: str, symbol: str, q: Quote) -> str:
+    key = f"{session}|{symbol}|{q.buy_venue}:{q.buy_seq}|{q.sell_venue}:{q.sell_seq}"
+    return f"{symbol}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+class Engine:
+    def __init__(self, cfg: EngineConfig, fees: Mapping[str, Decimal], guard: RiskGuard,
+                 clock: Clock, *, trading_enabled: bool = True) -> None:
+        self.cfg = cfg
+        self.fees = dict(fees)
+        self.guard = guard
+        self.clock = clock
+        self.trading_enabled = trading_enabled
+        self.symbols: dict[str, SymbolState] = {s: SymbolState() for s in cfg.order_qty}
+
+    # ------------------------------------------------------------ input
+    def on_book(self, book: Book) -> Decision:
+        st = self.symbols.get(book.symbol)
+        if st is None or book.venue not in self.fees:
+            return Decision()
+        prev = st.books.get(book.venue)
+        if prev is not None and book.recv_ts < prev.recv_ts:
+            return Decision()  # out of order: keep the newer book
+        st.books[book.venue] = book
+        now = self.clock.now_ns()
+        fresh = self.fresh_books(book.symbol, now)
+        if st.trade is not None:
+            return self._maybe_close(book.symbol, st, fresh, now)
+        return self._maybe_open(book.symbol, st, fresh, now)
+
+    def fresh_books(self, symbol: str, now: int | None = None) -> dict[str, Book]:
+        now = self.clock.now_ns() if now is None else now
+        limit = int(self.cfg.book_stale_s * NS)
+        return {v: b for v, b in self.symbols[symbol].books.items()
+                if b.recv_ts > 0 and now - b.recv_ts <= limit}
+
+    def abort(self, intent: Intent, *, retry_after_s: float = 1.0) -> None:
+        """The intent could not be published: undo the state change it made. A failed open
+        waits ``retry_after_s`` before trying again; a failed close is retried on the next
+        book with the same intent id."""
+        st = self.symbols[intent.symbol]
+        if intent.action == "open" and st.trade and st.trade.trade_id == intent.trade_id:
+            st.trade = None
+            st.cooldown_until_ns = self.clock.now_ns() + int(retry_after_s * NS)
+        elif (intent.action == "close" and st.trade is None and st.closing is not None
+              and st.closing.trade_id == intent.trade_id):
+            st.trade, st.closing = st.closing, None
+            st.cooldown_until_ns = 0
+
+    # ------------------------------------------------------------ open
+    def _maybe_open(self, symbol: str, st: SymbolState, fresh: dict[str, Book],
+                    now: int) -> Decision:
+        best = best_quote(fresh, self.cfg.order_qty[symbol], self.fees)
+        out = Decision(spread_bps=best.net_bps if best else None)
+        if best is None or best.net_bps < self.cfg.min_spread_bps:
+            return out
+        if not self.trading_enabled or now < st.cooldown_until_ns:
+            return out
+        ok, reason = self.guard.allow_open(symbol, best.quantity * best.buy_price)
+        if not ok:
+            out.blocks.append(RiskBlock(symbol, reason.split(":", 1)[0], reason))
+            return out
+        trade_id = trade_id_for(self.cfg.session, symbol, best)
+        st.trade = OpenTrade(
+            trade_id=trade_id, buy_venue=best.buy_venue, sell_venue=best.sell_venue,
+            quantity=best.quantity, entry_spread_bps=best.net_bps, buy_price=best.buy_price,
+            sell_price=best.sell_price, opened_ns=now,
+        )
+        out.intents.append(self._intent(symbol, trade_id, "open", best, "spread"))
+        logger.info("open symbol=%s trade_id=%s buy=%s sell=%s net_bps=%.2f", symbol, trade_id,
+                    best.buy_venue, best.sell_venue, best.net_bps)
+        return out
+
+    # ------------------------------------------------------------ close
+    def _maybe_close(self, symbol: str, st: SymbolState, fresh: dict[str, Book],
+                     now: int) -> Decision:
+        trade = st.trade
+        assert trade is not None
+        best = best_quote(fresh, self.cfg.order_qty[symbol], self.fees)
+        out = Decision(spread_bps=best.net_bps if best else None)
+        exit_q = self._exit_quote(trade, fresh)
+        held_s = (now - trade.opened_ns) / NS
+        if exit_q is not None and exit_q.net_bps >= self.cfg.close_spread_bps:
+            reason = "reverted"
+        elif held_s >= self.cfg.max_hold_s:
+            reason = "max_hold"
+            # Exit even without fresh prices: last known books, else the entry prices.
+            exit_q = exit_q or self._exit_quote(trade, st.books) or self._entry_reversed(trade)
+        else:
+            return out
+        st.trade, st.closing = None, trade
+        st.cooldown_until_ns = now + int(self.cfg.cooldown_s * NS)
+        out.intents.append(self._intent(symbol, trade.trade_id, "close", exit_q, reason))
+        logger.info("close symbol=%s trade_id=%s reason=%s exit_bps=%.2f held_s=%.1f", symbol,
+                    trade.trade_id, reason, exit_q.net_bps, held_s)
+        return out
+
+    def _exit_quote(self, trade: OpenTrade, books: Mapping[str, Book]) -> Quote | None:
+        """Buy back on the venue we sold, sell on the venue we bought."""
+        buy_book = books.get(trade.sell_venue)
+        sell_book = books.get(trade.buy_venue)
+        if buy_book is None or sell_book is None:
+            return None
+        return quote(buy_book, sell_book, trade.quantity, self.fees)
+
+    def _entry_reversed(self, trade: OpenTrade) -> Quote:
+        return Quote(
+            buy_venue=trade.sell_venue, sell_venue=trade.buy_venue, quantity=trade.quantity,
+            buy_price=trade.sell_price, sell_price=trade.buy_price, net_bps=Decimal(0),
+            buy_seq=0, sell_seq=0, origin_ts=self.clock.now_ns(),
+        )
+
+    def _intent(self, symbol: str, trade_id: str, action: str, q: Quote, reason: str) -> Intent:
+        return Intent(
+            intent_id=f"{trade_id}:{action}",
+            trade_id=trade_id,
+            symbol=symbol,
+            action="open" if action == "open" else "close",
+            buy_venue=q.buy_venue,
+            sell_venue=q.sell_venue,
+            quantity=q.quantity,
+            buy_price=quantize(q.buy_price, 8),
+            sell_price=quantize(q.sell_price, 8),
+            net_spread_bps=quantize(q.net_bps, 4),
+            reason=reason,
+            origin_ts=q.origin_ts,
+        )
+
+    # ------------------------------------------------------------ views
+    def open_trades(self) -> dict[str, OpenTrade]:
+        return {s: st.trade for s, st in self.symbols.items() if st.trade is not None}

@@ -1,0 +1,28 @@
+"""Prometheus metrics of the strategy (``arb_strategy_*``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SPREAD = Gauge("arb_strategy_spread_bps", "Best executable net spread (bps)", ["symbol"])
+INTENTS = Counter("arb_strategy_intents_total", "Intents published", ["symbol", "action"])
+DECISION = Histogram(
+    "arb_strategy_decision_seconds",
+    "Book frame received to intent published",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+RISK_BLOCKS = Counter(
+    "arb_strategy_risk_blocks_total", "Opens refused by the RiskGuard", ["symbol", "kind"]
+)
+REALIZED_PNL = Gauge("arb_strategy_realized_pnl", "Realized PnL since start (quote)", ["symbol"])
+TRADING_ENABLED = Gauge("arb_strategy_trading_enabled", "1 when new entries are allowed")
+EXPOSURE = Gauge("arb_strategy_exposure", "Inventory exposure notional (quote)", ["symbol"])
+DAILY_LOSS = Gauge("arb_strategy_daily_loss", "Realized loss of the current UTC day (quote)")
+DAILY_PNL = Gauge("arb_strategy_daily_pnl", "Realized PnL of the current UTC day (quote)")
+TRADES = Counter("arb_strategy_trades_completed_total", "Round trips fully filled", ["symbol"])
+BAD_MESSAGES = Counter(
+    "arb_strategy_bad_messages_total", "Bus messages of an unexpected type or content", ["kind"]
+)
+PUBLISH_ERRORS = Counter(
+    "arb_strategy_publish_errors_total", "Intents that could not be published", ["symbol"]
+)

@@ -1,0 +1,225 @@
+"""strategy over real NATS: crafted books in, Intents on the STRAT stream with contract msg ids;
+malformed messages counted; trading control round trip; fills -> realized PnL; risk events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+
+import orjson
+import pytest
+from arb_common.bus import Bus
+from arb_common.messages import (
+    Book,
+    FillEvent,
+    Intent,
+    RiskEvent,
+    TradingControl,
+    VenueStatus,
+    decode,
+)
+from arb_strategy.app import StrategyService
+from arb_strategy.config import StrategySettings
+from arb_strategy.engine import trade_id_for
+from arb_strategy.spread import best_quote
+from prometheus_client import REGISTRY
+
+pytestmark = pytest.mark.integration
+
+FEES = {"alpha": Decimal("0.001"), "beta": Decimal("0.001")}
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def settings_for(nats_url: str, prefix: str) -> StrategySettings:
+    return StrategySettings(nats_url=nats_url, bus_prefix=prefix, session="itest",
+                            symbols="BTC-USDT,ETH-USDT", cooldown_s=0,
+                            max_exposure_default=Decimal("100000"))
+
+
+async def new_bus(nats_url: str, prefix: str, service: str) -> Bus:
+    bus = Bus(nats_url, service=service, session="itest", mode="paper", prefix=prefix)
+    await bus.connect()
+    await bus.provision()
+    return bus
+
+
+@pytest.fixture
+async def buses(nats_url: str, bus_prefix: str, cleanup_streams: None
+                ) -> AsyncIterator[tuple[Bus, Bus]]:
+    strat = await new_bus(nats_url, bus_prefix, "strategy")
+    md = await new_bus(nats_url, bus_prefix, "market-data")
+    yield strat, md
+    await strat.close()
+    await md.close()
+
+
+def lv(*pairs: tuple[str, str]) -> list[tuple[Decimal, Decimal]]:
+    return [(Decimal(p), Decimal(q)) for p, q in pairs]
+
+
+def wide_books(seq: int, symbol: str = "BTC-USDT") -> tuple[Book, Book]:
+    now = time.time_ns()
+    a = Book(venue="alpha", symbol=symbol, seq=seq, bids=lv(("60000", "1")),
+             asks=lv(("60010", "0.005"), ("60012", "1")), recv_ts=now - 1000)
+    b = Book(venue="beta", symbol=symbol, seq=seq + 1, bids=lv(("60200", "1")),
+             asks=lv(("60210", "1")), recv_ts=now)
+    return a, b
+
+
+async def publish_books(md: Bus, *books: Book) -> None:
+    for bk in books:
+        await md.publish_fast(md.subjects.book(bk.venue, bk.symbol), bk,
+                              f"book:{bk.venue}:{bk.symbol}:{bk.seq}")
+    await md.nc.flush()
+
+
+async def last_intent(bus: Bus, symbol: str) -> tuple[str, Intent] | None:
+    try:
+        raw = await bus.js.get_last_msg(bus.subjects.stream_name("STRAT"),
+                                        bus.subjects.intent(symbol))
+    except Exception:  # noqa: BLE001 - not there yet
+        return None
+    assert raw.data is not None and raw.headers is not None
+    return raw.headers["Nats-Msg-Id"], decode(raw.data)[1]
+
+
+async def test_crafted_books_produce_the_open_intent_with_the_contract_msg_id(
+        buses: tuple[Bus, Bus], nats_url: str, bus_prefix: str) -> None:
+    strat, md = buses
+    svc = StrategyService(settings_for(nats_url, bus_prefix), strat, FEES)
+    await svc.start()
+    a, b = wide_books(100)
+    await publish_books(md, a, b)
+    got: list[tuple[str, Intent] | None] = [None]
+
+    async def poll() -> None:
+        while got[0] is None:
+            got[0] = await last_intent(md, "BTC-USDT")
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(poll(), 10)
+    assert got[0] is not None
+    msg_id, intent = got[0]
+    q = best_quote({"alpha": a, "beta": b}, Decimal("0.01"), FEES)
+    assert q is not None
+    trade_id = trade_id_for("itest", "BTC-USDT", q)
+    assert msg_id == f"intent:{trade_id}:open"
+    assert intent.intent_id == f"{trade_id}:open" and intent.action == "open"
+    assert (intent.buy_venue, intent.sell_venue, intent.quantity) == ("alpha", "beta",
+                                                                     Decimal("0.01"))
+    # walked past the 0.005 top level: (0.005*60010 + 0.005*60012) / 0.01
+    assert intent.buy_price == Decimal("60011")
+    assert intent.origin_ts == b.recv_ts
+    assert svc.ready()[0]
+    assert metric("arb_strategy_intents_total", symbol="BTC-USDT", action="open") >= 1
+
+
+async def test_malformed_bus_messages_are_counted_and_do_not_stop_the_strategy(
+        buses: tuple[Bus, Bus], nats_url: str, bus_prefix: str) -> None:
+    strat, md = buses
+    svc = StrategyService(settings_for(nats_url, bus_prefix), strat, FEES)
+    await svc.start()
+    dlq = metric("arb_bus_dlq_total", stream="core", reason="decode")
+    wrong = metric("arb_strategy_bad_messages_total", kind="not_a_book")
+    subject = md.subjects.book("alpha", "ETH-USDT")
+    await md.nc.publish(subject, b"{not json")
+    await md.nc.publish(subject, orjson.dumps({"type": "md.book", "v": 1, "id": "x", "ts": 1,
+                                               "source": "?", "session": "?", "mode": "paper",
+                                               "payload": {"venue": "alpha"}}))
+    await md.publish_fast(subject, VenueStatus(venue="alpha", connected=True), "oops")
+    await md.nc.flush()
+    await wait_for(lambda: metric("arb_bus_dlq_total", stream="core", reason="decode")
+                   == dlq + 2, what="2 undecodable messages counted")
+    await wait_for(lambda: metric("arb_strategy_bad_messages_total", kind="not_a_book")
+                   == wrong + 1, what="wrong payload type counted")
+    await publish_books(md, *wide_books(500, "ETH-USDT"))
+    await wait_for(lambda: "ETH-USDT" in svc.engine.open_trades(), what="open after bad input")
+
+
+async def test_trading_control_replies_persists_and_is_restored(
+        buses: tuple[Bus, Bus], nats_url: str, bus_prefix: str) -> None:
+    strat, md = buses
+    svc = StrategyService(settings_for(nats_url, bus_prefix), strat, FEES)
+    await svc.start()
+    subject = md.subjects.ctl("strategy", "trading")
+    reply = await md.nc.request(subject, b'{"enabled": false}', timeout=5)
+    assert orjson.loads(reply.data) == {"ok": True, "enabled": False, "persisted": True}
+    bad = await md.nc.request(subject, b'{"enabled": "maybe"}', timeout=5)
+    assert orjson.loads(bad.data)["ok"] is False
+    assert metric("arb_strategy_trading_enabled") == 0
+    last = await md.last_message("CTL", md.subjects.ctl_event("trading"))
+    assert last is not None and last[1] == TradingControl(enabled=False, actor="operator")
+    await publish_books(md, *wide_books(700))
+    await asyncio.sleep(0.3)
+    assert svc.engine.open_trades() == {}  # disabled: no new entries
+    # A restart reads the last decision.
+    fresh = StrategyService(settings_for(nats_url, bus_prefix), md, FEES)
+    await fresh._restore_trading()
+    assert fresh.engine.trading_enabled is False
+    reply = await md.nc.request(subject, b'{"enabled": true}', timeout=5)
+    assert orjson.loads(reply.data)["enabled"] is True
+    await publish_books(md, *wide_books(800))
+    await wait_for(lambda: "BTC-USDT" in svc.engine.open_trades(), what="open once enabled")
+
+
+async def test_fills_complete_a_trade_and_feed_the_risk_guard_once(
+        buses: tuple[Bus, Bus], nats_url: str, bus_prefix: str) -> None:
+    strat, md = buses
+    svc = StrategyService(settings_for(nats_url, bus_prefix), strat, FEES)
+    await svc.start()
+    legs = [("alpha", "buy", "60000", "open"), ("beta", "sell", "60200", "open"),
+            ("beta", "buy", "60100", "close"), ("alpha", "sell", "60090", "close")]
+    for i, (venue, side, price, action) in enumerate(legs):
+        f = FillEvent(venue=venue, symbol="BTC-USDT", client_order_id=f"c{i}",
+                      venue_trade_id=str(i), side=side, quantity=Decimal("0.01"),  # type: ignore[arg-type]
+                      price=Decimal(price), fee=Decimal("0.5"), fee_asset="USDT", ts=i,
+                      intent_id=f"T9:{action}", trade_id="T9")
+        for _ in range(2):  # a re-publish is dropped by JetStream / SeenIds
+            await md.publish(md.subjects.fill(venue, "BTC-USDT"), f, f"fill:{venue}:{i}")
+    # proceeds 602 + 600.9 - costs 600 + 601 - fees 2 = -0.1
+    await wait_for(lambda: svc.guard.realized.get("BTC-USDT") == Decimal("-0.1"),
+                   what="realized pnl")
+    await asyncio.sleep(0.3)
+    assert svc.guard.realized["BTC-USDT"] == Decimal("-0.1")
+    assert svc.guard.exposure("BTC-USDT") == 0
+    await asyncio.sleep(1.5)  # let the pull consumer run a few empty fetches
+    started = time.monotonic()
+    await svc.stop()
+    await strat.close()
+    assert time.monotonic() - started < 5  # graceful stop does not sit in a drain timeout
+
+
+async def test_a_risk_block_publishes_a_risk_event(
+        buses: tuple[Bus, Bus], nats_url: str, bus_prefix: str) -> None:
+    strat, md = buses
+    svc = StrategyService(settings_for(nats_url, bus_prefix), strat, FEES)
+    await svc.start()
+    svc.guard.record_trade_pnl("BTC-USDT", Decimal("-1000"))
+    await publish_books(md, *wide_books(900))
+    got: list[RiskEvent] = []
+
+    async def poll() -> None:
+        while not got:
+            last = await md.last_message("RISK", md.subjects.risk("BTC-USDT"))
+            if last is not None:
+                got.append(last[1])
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(poll(), 10)
+    assert got[0].kind == "daily_loss_limit" and got[0].blocked
+    assert metric("arb_strategy_risk_blocks_total", symbol="BTC-USDT",
+                  kind="daily_loss_limit") >= 1
+    assert svc.engine.open_trades() == {}
