@@ -107,3 +107,9 @@ async def test_last_message_reads_the_gate_state(bus: Bus) -> None:
     await bus.publish(subject, VenueReady(venue="alpha", ready=True, run_id="r1"), "ready:a:r1:1")
     got = await bus.last_message("RECON", subject)
     assert got is not None and got[1].ready is True
+
+
+async def test_publish_recreates_a_stream_that_vanished(bus: Bus) -> None:
+    await bus.js.delete_stream(bus.subjects.stream_name("EXEC"))
+    ack = await bus.publish(bus.subjects.fill("alpha", "BTC-USDT"), _fill("11"), "fill:alpha:11")
+    assert ack.stream == bus.subjects.stream_name("EXEC")

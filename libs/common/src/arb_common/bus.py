@@ -239,7 +239,13 @@ class Bus:
                 reraise=True,
             ):
                 with attempt:
-                    ack = await self.js.publish(subject, data, headers=headers, timeout=2.0)
+                    try:
+                        ack = await self.js.publish(subject, data, headers=headers, timeout=2.0)
+                    except nats.js.errors.NoStreamResponseError:
+                        # The stream vanished (deleted by an operator or a reset): re-create it.
+                        logger.warning("no stream for subject=%s; re-provisioning", subject)
+                        await self.provision()
+                        raise TemporaryError("stream missing; re-provisioned") from None
         except _RETRYABLE as exc:
             raise TemporaryError(f"publish to {subject} not acknowledged: {exc!r}") from exc
         if not ack.stream:
