@@ -387,7 +387,7 @@ class _Consumer:
                     )
                 try:
                     msgs = await sub.fetch(self.batch, timeout=1.0)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
                     await self._report_pending(sub)
                     continue
                 await self._process(msgs)

@@ -1,0 +1,5 @@
+"""``python -m arb_executor``."""
+
+from .app import main
+
+main()

@@ -1,0 +1,120 @@
+"""Live mode against the real venue simulator: signed REST through ccxt, faults included."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+from arb_common.bus import Bus
+from arb_common.messages import FillEvent, Intent, OrderEvent, VenueReady, decode
+from arb_executor.arbitrage import IntentExecutor
+from arb_executor.gate import Gate
+from arb_executor.legs import client_order_id
+from arb_executor.venue_client import VenueClient
+
+from .conftest import SimHandle, stream_messages
+
+pytestmark = pytest.mark.integration
+
+
+def make_intent(n: int, qty: str = "0.01") -> Intent:
+    return Intent(intent_id=f"L{n}:open", trade_id=f"L{n}", symbol="BTC-USDT", action="open",
+                  buy_venue="alpha", sell_venue="beta", quantity=D(qty), buy_price=D("60000"),
+                  sell_price=D("60000"), net_spread_bps=D("5"))
+
+
+@pytest.fixture
+async def clients(venue_sim: SimHandle) -> AsyncIterator[dict[str, VenueClient]]:
+    out = {v: VenueClient(cfg, timeout_s=1.0) for v, cfg in venue_sim.configs.items()}
+    for c in out.values():
+        await c.load_markets()
+    try:
+        yield out
+    finally:
+        for c in out.values():
+            await c.close()
+
+
+@pytest.fixture
+async def gate(bus: Bus) -> Gate:
+    g = Gate(["alpha", "beta"])
+    for v in ("alpha", "beta"):
+        await bus.publish(bus.subjects.ready(v), VenueReady(venue=v, ready=True, run_id="r"),
+                          f"ready:{v}:r:1")
+    await g.start(bus)
+    return g
+
+
+def env_for(bus: Bus, intent: Intent) -> tuple[Any, Any]:
+    return decode(bus.envelope(intent, f"intent:{intent.intent_id}"))
+
+
+async def order_events(bus: Bus) -> tuple[list[OrderEvent], list[FillEvent]]:
+    msgs = [p for _, p in await stream_messages(bus, "EXEC", bus.subjects.any("exec.>"))]
+    return ([m for m in msgs if isinstance(m, OrderEvent)],
+            [m for m in msgs if isinstance(m, FillEvent)])
+
+
+async def test_intent_becomes_two_signed_market_orders_with_fills(
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+    intent = make_intent(1, "0.0123456")  # sized down to the 0.00001 lot step
+    await IntentExecutor(bus, clients, gate).handle(*env_for(bus, intent))
+    buy = [r for r in venue_sim.records("alpha") if r["client_order_id"] ==
+           client_order_id("L1:open", "buy")]
+    sell = [r for r in venue_sim.records("beta") if r["client_order_id"] ==
+            client_order_id("L1:open", "sell")]
+    assert len(buy) == 1 and len(sell) == 1
+    assert D(buy[0]["quantity"]) == D("0.01234") and buy[0]["side"] == "buy"
+    orders, fills = await order_events(bus)
+    assert sorted((o.venue, o.status) for o in orders) == [
+        ("alpha", "FILLED"), ("alpha", "NEW"), ("beta", "FILLED"), ("beta", "NEW")]
+    assert {f.venue_trade_id for f in fills} == {
+        str(f["trade_id"]) for r in buy + sell for f in r["fills"]}
+    assert all(f.fee > 0 and f.fee_asset for f in fills)
+
+
+async def test_redelivered_intent_sends_no_second_order(
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+    env, intent = env_for(bus, make_intent(2))
+    await IntentExecutor(bus, clients, gate).handle(env, intent)
+    await IntentExecutor(bus, clients, gate).handle(env, intent)  # restarted process
+    coid = client_order_id("L2:open", "buy")
+    assert [r["client_order_id"] for r in venue_sim.records("alpha")].count(coid) == 1
+    orders, fills = await order_events(bus)
+    assert len(orders) == 4 and len(fills) >= 2
+
+
+async def test_lost_order_response_is_unknown_then_resolved_by_client_order_id(
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+    venue_sim.fault("alpha", "lose_order_responses", 1.0, duration_s=5)
+    await IntentExecutor(bus, clients, gate, resolve_s=5).handle(*env_for(bus, make_intent(3)))
+    orders, fills = await order_events(bus)
+    alpha = [o.status for o in orders if o.venue == "alpha"]
+    assert alpha == ["NEW", "UNKNOWN", "FILLED"]
+    assert {f.venue for f in fills} == {"alpha", "beta"}
+    coid = client_order_id("L3:open", "buy")
+    assert [r["client_order_id"] for r in venue_sim.records("alpha")].count(coid) == 1
+
+
+async def test_5xx_then_order_never_found_becomes_rejected_after_the_window(
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+    venue_sim.fault("alpha", "http_5xx", 1.0, duration_s=0.5)
+    await IntentExecutor(bus, clients, gate, resolve_s=2).handle(*env_for(bus, make_intent(4)))
+    orders, _ = await order_events(bus)
+    alpha = [(o.status, o.reason) for o in orders if o.venue == "alpha"]
+    assert [s for s, _ in alpha] == ["NEW", "UNKNOWN", "REJECTED"]
+    assert alpha[-1][1] == "not found after timeout"
+
+
+async def test_venue_rejection_is_final_and_counted(
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+    venue_sim.fault("beta", "reject_orders", 1.0)
+    await IntentExecutor(bus, clients, gate).handle(*env_for(bus, make_intent(5)))
+    orders, _ = await order_events(bus)
+    beta = [(o.status, o.reason) for o in orders if o.venue == "beta"]
+    assert [s for s, _ in beta] == ["NEW", "REJECTED"]
+    assert "rejected" in beta[-1][1].lower()
+    await asyncio.sleep(0)

@@ -1,0 +1,5 @@
+"""``python -m arb_reconciler``."""
+
+from .app import main
+
+main()
