@@ -17,6 +17,7 @@ from arb_common.messages import (
     Intent,
     RiskEvent,
     TradingControl,
+    VenueReady,
     VenueStatus,
     decode,
 )
@@ -61,6 +62,9 @@ async def buses(nats_url: str, bus_prefix: str, cleanup_streams: None
                 ) -> AsyncIterator[tuple[Bus, Bus]]:
     strat = await new_bus(nats_url, bus_prefix, "strategy")
     md = await new_bus(nats_url, bus_prefix, "market-data")
+    for venue in FEES:  # the reconciler's gate is open for both venues
+        await md.publish(md.subjects.ready(venue), VenueReady(venue=venue, ready=True, run_id="r"),
+                         f"ready:{venue}:r:1")
     yield strat, md
     await strat.close()
     await md.close()

@@ -158,3 +158,43 @@ def test_abort_returns_to_the_previous_state() -> None:
     assert engine.open_trades()["BTC-USDT"] == trade  # same trade, same holding clock
     [retried] = feed(engine, clock, *REVERTED, seq=5)
     assert retried.intent_id == closed.intent_id
+
+
+def _leg(intent, side: str, status: str, filled: str):  # type: ignore[no-untyped-def]
+    from arb_common.messages import OrderEvent
+
+    return OrderEvent(venue=intent.buy_venue if side == "buy" else intent.sell_venue,
+                      symbol=intent.symbol, client_order_id=f"c-{side}", side=side,
+                      quantity=intent.quantity, filled_quantity=Decimal(filled), status=status,
+                      intent_id=intent.intent_id, trade_id=intent.trade_id)
+
+
+def test_no_open_while_the_reconciler_gate_is_closed_for_a_venue() -> None:
+    engine, clock = make()
+    engine.set_venue_ready("alpha", True)
+    engine.set_venue_ready("beta", False)
+    assert feed(engine, clock, *WIDE, seq=1) == []
+    engine.set_venue_ready("beta", True)
+    clock.advance(0.1)
+    assert [i.action for i in feed(engine, clock, *WIDE, seq=3)] == ["open"]
+
+
+def test_an_open_that_filled_nothing_returns_to_flat_instead_of_closing_a_ghost() -> None:
+    engine, clock = make(cooldown_s=1.0)
+    [opened] = feed(engine, clock, *WIDE, seq=1)
+    engine.on_order(_leg(opened, "buy", "REJECTED", "0"))
+    assert engine.open_trades()  # one leg still unknown
+    engine.on_order(_leg(opened, "sell", "REJECTED", "0"))
+    assert engine.open_trades() == {}
+    clock.advance(0.5)
+    assert feed(engine, clock, *REVERTED, seq=3) == []  # no close of a trade that never was
+
+
+def test_a_partially_filled_open_closes_only_what_filled() -> None:
+    engine, clock = make()
+    [opened] = feed(engine, clock, *WIDE, seq=1)
+    engine.on_order(_leg(opened, "buy", "FILLED", "1"))
+    engine.on_order(_leg(opened, "sell", "EXPIRED", "0.4"))
+    clock.advance(0.1)
+    [closed] = feed(engine, clock, *REVERTED, seq=3)
+    assert closed.action == "close" and closed.quantity == Decimal("0.4")

@@ -15,7 +15,16 @@ from typing import Any
 import orjson
 from arb_common.bus import Bus, SeenIds
 from arb_common.clock import SYSTEM_CLOCK, Clock
-from arb_common.messages import Book, Envelope, FillEvent, Intent, RiskEvent, TradingControl
+from arb_common.messages import (
+    Book,
+    Envelope,
+    FillEvent,
+    Intent,
+    OrderEvent,
+    RiskEvent,
+    TradingControl,
+    VenueReady,
+)
 from arb_common.money import D
 from arb_common.runtime import ServiceRuntime, connect_bus
 from arb_common.settings import load_settings
@@ -43,7 +52,7 @@ from .risk_guard import RiskGuard
 
 logger = logging.getLogger(__name__)
 
-FILLS_DURABLE = "strategy-fills"
+EXEC_DURABLE = "strategy-exec"
 
 
 class StrategyService:
@@ -81,9 +90,16 @@ class StrategyService:
         subj = self.bus.subjects
         await self.bus.subscribe(subj.any("md.book.*.*"), self.on_book, where="md.book")
         await self.bus.nc.subscribe(subj.ctl("strategy", "trading"), cb=self.on_trading_request)
-        self._fills_task = self.bus.consume(stream="EXEC", durable=FILLS_DURABLE,
-                                            filter_subject=subj.any("exec.fill.>"),
-                                            handler=self.on_fill)
+        await self.bus.subscribe(subj.any("sys.ready.*"), self.on_ready, where="sys.ready")
+        for venue in self.engine.fees:
+            last = await self.bus.last_message("RECON", subj.ready(venue))
+            if last is not None and isinstance(last[1], VenueReady):
+                self.engine.set_venue_ready(venue, last[1].ready)
+            elif self.engine.venue_ready is None or venue not in self.engine.venue_ready:
+                self.engine.set_venue_ready(venue, False)
+        self._fills_task = self.bus.consume(stream="EXEC", durable=EXEC_DURABLE,
+                                            filter_subject=subj.any("exec.>"),
+                                            handler=self.on_exec)
         logger.info("strategy started symbols=%s venues=%s trading_enabled=%s",
                     ",".join(self.engine.symbols), ",".join(self.engine.fees),
                     self.engine.trading_enabled)
@@ -166,7 +182,18 @@ class StrategyService:
         except Exception as exc:  # noqa: BLE001 - the metric and log line already tell it
             logger.error("risk event publish failed symbol=%s error=%r", block.symbol, exc)
 
+    async def on_ready(self, env: Envelope, payload: Any) -> None:
+        if isinstance(payload, VenueReady):
+            self.engine.set_venue_ready(payload.venue, payload.ready)
+            logger.info("venue gate venue=%s ready=%s", payload.venue, payload.ready)
+
     # ------------------------------------------------------------ fills -> pnl
+    async def on_exec(self, env: Envelope, payload: Any) -> None:
+        if isinstance(payload, OrderEvent):
+            self.engine.on_order(payload)
+            return
+        await self.on_fill(env, payload)
+
     async def on_fill(self, env: Envelope, payload: Any) -> None:
         if not isinstance(payload, FillEvent):
             BAD_MESSAGES.labels("not_a_fill").inc()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from arb_common.clock import Clock
-from arb_common.messages import Book, Intent
+from arb_common.messages import Book, Intent, OrderEvent
 from arb_common.money import quantize
 
 from .risk_guard import RiskGuard
@@ -24,6 +24,7 @@ from .spread import Quote, best_quote, quote
 logger = logging.getLogger(__name__)
 
 NS = 1_000_000_000
+TERMINAL = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class SymbolState:
     trade: OpenTrade | None = None
     cooldown_until_ns: int = 0
     closing: OpenTrade | None = None  # the trade the last close intent was for (abort undoes)
+    open_legs: dict[str, Decimal] = field(default_factory=dict)  # side -> filled (terminal)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class Engine:
         self.clock = clock
         self.trading_enabled = trading_enabled
         self.symbols: dict[str, SymbolState] = {s: SymbolState() for s in cfg.order_qty}
+        # venue -> gate open (sys.ready); None = do not gate (backtest, unit tests)
+        self.venue_ready: dict[str, bool] | None = None
 
     # ------------------------------------------------------------ input
     def on_book(self, book: Book) -> Decision:
@@ -106,6 +110,37 @@ class Engine:
         limit = int(self.cfg.book_stale_s * NS)
         return {v: b for v, b in self.symbols[symbol].books.items()
                 if b.recv_ts > 0 and now - b.recv_ts <= limit}
+
+    def on_order(self, ev: OrderEvent) -> None:
+        """Learn how the open of the current trade ended, so a close never trades more than
+        the open really filled, and an open that filled nothing returns the symbol to flat."""
+        st = self.symbols.get(ev.symbol)
+        trade = st.trade if st is not None else None
+        if st is None or trade is None or ev.trade_id != trade.trade_id:
+            return
+        if not ev.intent_id.endswith(":open") or ev.status not in TERMINAL:
+            return
+        st.open_legs[ev.side] = ev.filled_quantity
+        if len(st.open_legs) < 2:
+            return
+        filled = min(st.open_legs.values())
+        if filled == 0:
+            logger.warning("open filled nothing symbol=%s trade_id=%s; back to flat",
+                           ev.symbol, trade.trade_id)
+            st.trade = None
+            st.cooldown_until_ns = self.clock.now_ns() + int(self.cfg.cooldown_s * NS)
+        elif filled != trade.quantity:
+            logger.warning("open filled partially symbol=%s trade_id=%s filled=%s legs=%s",
+                           ev.symbol, trade.trade_id, filled, st.open_legs)
+            st.trade = OpenTrade(**{**trade.__dict__, "quantity": filled})
+
+    def set_venue_ready(self, venue: str, ready: bool) -> None:
+        if self.venue_ready is None:
+            self.venue_ready = {}
+        self.venue_ready[venue] = ready
+
+    def _gate_open(self, *venues: str) -> bool:
+        return self.venue_ready is None or all(self.venue_ready.get(v, False) for v in venues)
 
     def abort(self, intent: Intent, *, retry_after_s: float = 1.0) -> None:
         """The intent could not be published: undo the state change it made. A failed open
@@ -129,11 +164,14 @@ class Engine:
             return out
         if not self.trading_enabled or now < st.cooldown_until_ns:
             return out
+        if not self._gate_open(best.buy_venue, best.sell_venue):
+            return out  # the executor would hold it until the reconciler opens the gate
         ok, reason = self.guard.allow_open(symbol, best.quantity * best.buy_price)
         if not ok:
             out.blocks.append(RiskBlock(symbol, reason.split(":", 1)[0], reason))
             return out
         trade_id = trade_id_for(self.cfg.session, symbol, best)
+        st.open_legs = {}
         st.trade = OpenTrade(
             trade_id=trade_id, buy_venue=best.buy_venue, sell_venue=best.sell_venue,
             quantity=best.quantity, entry_spread_bps=best.net_bps, buy_price=best.buy_price,
