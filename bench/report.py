@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -20,7 +21,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def summarize(name: str, samples_ms: list[float], target_p99_ms: float | None = None) -> dict[str, Any]:
+def summarize(
+    name: str, samples_ms: list[float], target_p99_ms: float | None = None
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "hop": name,
         "n": len(samples_ms),
@@ -51,7 +54,11 @@ def write_json(name: str, rows: list[dict[str, Any]], params: dict[str, Any]) ->
     path.write_text(json.dumps({
         "benchmark": name,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+        },
         "params": params,
         "rows": rows,
     }, indent=2))

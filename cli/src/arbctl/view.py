@@ -52,7 +52,6 @@ class BookWatcher:
     async def _watch(self) -> None:
         from arb_common.messages import Book, decode
         from arb_common.subjects import Subjects
-
         from arbctl.control import nats_connect
 
         nc = await asyncio.wait_for(nats_connect(self.nats_url, 2.0), 3.0)

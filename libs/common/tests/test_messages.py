@@ -17,7 +17,9 @@ FILL = FillEvent(
 
 
 def _enc(payload: object) -> bytes:
-    return encode(payload, msg_id="id1", source="test", session="s", mode="paper", ts=7)  # type: ignore[arg-type]
+    return encode(
+        payload, msg_id="id1", source="test", session="s", mode="paper", ts=7  # type: ignore[arg-type]
+    )
 
 
 def test_round_trip_keeps_decimals_exact_and_as_strings_on_the_wire() -> None:
@@ -30,7 +32,8 @@ def test_round_trip_keeps_decimals_exact_and_as_strings_on_the_wire() -> None:
 
 def test_book_levels_round_trip() -> None:
     book = Book(venue="beta", symbol="ETH-USDT", seq=9,
-                bids=[(Decimal("3000.1"), Decimal("2"))], asks=[(Decimal("3000.2"), Decimal("1.5"))])
+                bids=[(Decimal("3000.1"), Decimal("2"))],
+                asks=[(Decimal("3000.2"), Decimal("1.5"))])
     assert decode(_enc(book))[1] == book
 
 

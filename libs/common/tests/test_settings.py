@@ -18,7 +18,10 @@ def test_defaults_are_dev_profile_and_redact_urls(monkeypatch: pytest.MonkeyPatc
 
 
 def test_bad_value_exits_non_zero_with_one_line_naming_the_setting() -> None:
-    code = "from arb_common.settings import CommonSettings, load_settings; load_settings(CommonSettings)"
+    code = (
+        "from arb_common.settings import CommonSettings, load_settings; "
+        "load_settings(CommonSettings)"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code],
         env={"ARB_HTTP_PORT": "not-a-port", "PATH": ""},
@@ -42,7 +45,9 @@ def test_control_token_required_outside_dev(monkeypatch: pytest.MonkeyPatch) -> 
     assert "s3cret" not in str(s.public_dict())
 
 
-def test_mode_must_be_known(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mode_must_be_known(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("ARB_MODE", "yolo")
     with pytest.raises(SystemExit):
         load_settings(CommonSettings)

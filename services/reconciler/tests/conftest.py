@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from arb_common.bus import Bus
 from arb_executor.venue_client import VenueOrder
 

@@ -9,6 +9,9 @@ from typing import Any
 
 import nats.errors
 import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
 from arb_common.bus import Bus
 from arb_common.ledger import Balance, DiscrepancyRow, Order, ReconRun
 from arb_common.messages import FillEvent, OrderEvent, ReconReport, VenueReady, decode
@@ -16,8 +19,6 @@ from arb_executor.legs import client_order_id
 from arb_executor.venue_client import VenueFill, VenueOrder
 from arb_reconciler.app import VenueGate, readiness
 from arb_reconciler.reconcile import Ledger, LedgerOrder, Reconciler, ReconFailed, compare
-from sqlalchemy import create_engine, select
-from sqlalchemy.orm import Session
 
 from .conftest import FakeVenue
 

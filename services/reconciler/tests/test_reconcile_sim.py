@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
 from arb_common.bus import Bus
 from arb_common.ledger import Balance, DiscrepancyRow, Order
 from arb_common.messages import FillEvent, Intent, OrderEvent
@@ -17,8 +20,6 @@ from arb_executor.legs import client_order_id
 from arb_executor.venue_client import VenueClient
 from arb_reconciler.app import VenueGate
 from arb_reconciler.reconcile import Ledger, Reconciler
-from sqlalchemy import create_engine, select
-from sqlalchemy.orm import Session
 
 from .conftest import SimHandle, wait_until
 from .test_reconcile import messages

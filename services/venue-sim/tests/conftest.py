@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+
 from arb_venue_sim.app import bind, venue_server
 from arb_venue_sim.config import SimSettings
 from arb_venue_sim.signing import sign

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+
 from arb_common.runtime import ServiceRuntime
 from arb_venue_sim.config import SimSettings
 from arb_venue_sim.control import register_control

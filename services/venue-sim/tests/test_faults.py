@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from arb_common.clock import ManualClock
 from arb_venue_sim.faults import Faults, ResponseLost
 from arb_venue_sim.venue import Venue

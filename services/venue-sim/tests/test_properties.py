@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from arb_venue_sim.market import Market
 from arb_venue_sim.matching import Engine, OrderRequest
 from arb_venue_sim.orders import BinanceError
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 D = Decimal
 START = {"USDT": D("30000"), "BTC": D("0.3"), "ETH": D("4")}

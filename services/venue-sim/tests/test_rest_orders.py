@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import httpx
+
 from arb_venue_sim.venue import Venue
 
 SignedCall = Callable[..., Awaitable[httpx.Response]]

@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+
 from arb_common.clock import SYSTEM_CLOCK
 from arb_venue_sim.config import Credentials
 from arb_venue_sim.orders import BinanceError

@@ -54,7 +54,8 @@ class CommonSettings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     venues: str = Field(default="alpha,beta", pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$")
     symbols: str = Field(
-        default="BTC-USDT,ETH-USDT,SOL-USDT", pattern=r"^[A-Z0-9]+-[A-Z0-9]+(,[A-Z0-9]+-[A-Z0-9]+)*$"
+        default="BTC-USDT,ETH-USDT,SOL-USDT",
+        pattern=r"^[A-Z0-9]+-[A-Z0-9]+(,[A-Z0-9]+-[A-Z0-9]+)*$",
     )
     # Where the simulator's control API is (used to discover venue URLs and dev API keys).
     venue_sim_url: str = "http://127.0.0.1:8090"

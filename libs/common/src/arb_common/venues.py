@@ -64,7 +64,9 @@ def from_env(venue: str) -> VenueConfig | None:
     )
 
 
-async def discover(venues: list[str], sim_url: str, *, timeout: float = 60.0) -> dict[str, VenueConfig]:
+async def discover(
+    venues: list[str], sim_url: str, *, timeout: float = 60.0
+) -> dict[str, VenueConfig]:
     """Resolve every venue: environment first, then the simulator's control API (retried)."""
     out: dict[str, VenueConfig] = {}
     for venue in venues:

@@ -16,6 +16,8 @@ import random
 import secrets
 from collections.abc import Mapping
 
+from prometheus_client import Gauge
+
 from arb_common.bus import Bus
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.messages import VenueReady
@@ -23,7 +25,6 @@ from arb_common.runtime import ServiceRuntime, connect_bus
 from arb_common.settings import Mode, load_settings
 from arb_common.venues import discover
 from arb_executor.venue_client import VenueClient
-from prometheus_client import Gauge
 
 from .config import ReconcilerSettings
 from .reconcile import Ledger, Reconciler, VenueReader

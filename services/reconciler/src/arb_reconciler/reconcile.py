@@ -26,6 +26,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from prometheus_client import Counter, Histogram
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
 from arb_common.bus import Bus
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.errors import ArbError
@@ -40,9 +44,6 @@ from arb_common.ledger import (
 from arb_common.messages import Discrepancy, FillEvent, OrderEvent, ReconReport, Side
 from arb_common.money import to_str
 from arb_executor.venue_client import VenueOrder
-from prometheus_client import Counter, Histogram
-from sqlalchemy import create_engine, select
-from sqlalchemy.orm import Session
 
 logger = logging.getLogger(__name__)
 

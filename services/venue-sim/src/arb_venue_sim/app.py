@@ -9,6 +9,7 @@ import logging
 import socket
 
 import uvicorn
+
 from arb_common.runtime import ServiceRuntime
 from arb_common.settings import load_settings
 

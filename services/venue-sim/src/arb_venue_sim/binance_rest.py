@@ -10,9 +10,10 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from arb_common.runtime import OrjsonResponse
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+
+from arb_common.runtime import OrjsonResponse
 
 from . import binance_params as bp
 from .config import SymbolSpec

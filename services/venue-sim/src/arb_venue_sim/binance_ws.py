@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from arb_common.clock import Clock
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+
+from arb_common.clock import Clock
 
 from .book import DepthEvent
 from .faults import Faults

@@ -13,9 +13,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field, model_validator
+
 from arb_common.money import D
 from arb_common.settings import CommonSettings
-from pydantic import Field, model_validator
 
 
 class SimSettings(CommonSettings):

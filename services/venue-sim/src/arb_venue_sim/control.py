@@ -12,10 +12,11 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from arb_common.runtime import OrjsonResponse
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, field_validator
+
+from arb_common.runtime import OrjsonResponse
 
 from .faults import KINDS
 from .matching import OrderRequest

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from fastapi import FastAPI
+
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.runtime import OrjsonResponse
-from fastapi import FastAPI
 
 from .binance_rest import register_rest
 from .binance_ws import WsHub, register_ws
