@@ -8,7 +8,10 @@ from typing import Any
 
 import nats.errors
 import pytest
+
 from arb_common.bus import Bus
+from arb_venue_sim.config import SimSettings
+from arb_venue_sim.testing import RunningSim, running_simulator
 
 
 @pytest.fixture
@@ -50,49 +53,11 @@ async def wait_until(pred: Any, timeout: float = 10.0, step: float = 0.05) -> No
         await asyncio.sleep(step)
 
 
-class SimHandle:
-    """The real venue simulator (``arb_venue_sim``) running in this event loop."""
-
-    def __init__(self, sim: Any, configs: dict[str, Any]) -> None:
-        self.sim = sim
-        self.configs = configs  # venue id -> arb_common.venues.VenueConfig (ephemeral ports)
-
-    def records(self, venue: str) -> list[dict[str, Any]]:
-        return [o.record_json() for o in self.sim.venues[venue].engine.records]
-
-    def fault(self, venue: str, kind: str, value: float | None = None,
-              duration_s: float | None = None) -> None:
-        self.sim.venues[venue].faults.add(kind, value, duration_s)
+SimHandle = RunningSim  # the real venue simulator (``arb_venue_sim``) in this event loop
 
 
 @pytest.fixture
-async def venue_sim() -> AsyncIterator[SimHandle]:
+async def venue_sim() -> AsyncIterator[RunningSim]:
     """venue-sim in-process on ephemeral ports: real Binance REST with signed requests."""
-    from arb_common.venues import VenueConfig
-    from arb_venue_sim.app import bind, venue_server
-    from arb_venue_sim.config import SimSettings
-    from arb_venue_sim.venue import Simulator
-
-    sim = Simulator(SimSettings(venues="alpha,beta", sim_base_port=1))
-    tasks = [asyncio.create_task(coro, name=name) for name, coro in sim.background()]
-    servers, configs = [], {}
-    for v in sim.venues.values():
-        sock = bind("127.0.0.1", 0)
-        port = sock.getsockname()[1]
-        server = venue_server(v, "127.0.0.1", port)
-        servers.append(server)
-        tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
-        configs[v.id] = VenueConfig(
-            id=v.id, dialect="binance", rest_url=f"http://127.0.0.1:{port}",
-            ws_url=f"ws://127.0.0.1:{port}/stream", api_key=v.creds.api_key,
-            api_secret=v.creds.api_secret, taker_fee=str(v.engine.taker_fee))
-    await wait_until(lambda: all(s.started for s in servers), 10)
-    try:
-        yield SimHandle(sim, configs)
-    finally:
-        for s in servers:
-            s.should_exit = True
-        await asyncio.sleep(0.2)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async with running_simulator(SimSettings(venues="alpha,beta", sim_base_port=1)) as sim:
+        yield sim

@@ -13,17 +13,17 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
+
 from arb_common.bus import Bus
 from arb_common.messages import Book, decode
-from arb_common.venues import VenueConfig
 from arb_market_data.app import MarketDataService
 from arb_market_data.config import MarketDataSettings
 from arb_strategy.app import StrategyService
 from arb_strategy.config import StrategySettings
-from arb_venue_sim.app import bind, venue_server
 from arb_venue_sim.config import SimSettings
+from arb_venue_sim.testing import RunningSim, running_simulator
 from arb_venue_sim.venue import Simulator
-from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.integration
 
@@ -53,21 +53,17 @@ class Stack:
 
 @pytest.fixture
 async def stack(nats_url: str, bus_prefix: str, cleanup_streams: None) -> AsyncIterator[Stack]:
-    sim = Simulator(SimSettings(profile="dev", control_token=None, sim_seed=7,
-                                venues="alpha,beta", symbols=",".join(SYMBOLS),
-                                http_host="127.0.0.1", sim_book_updates_per_s=20))
-    tasks = {name: asyncio.create_task(coro) for name, coro in sim.background()}
-    servers, venues = [], {}
-    for venue in sim.venues.values():
-        sock = bind("127.0.0.1", 0)
-        port = sock.getsockname()[1]
-        server = venue_server(venue, "127.0.0.1", port)
-        tasks[f"http-{venue.id}"] = asyncio.create_task(server.serve(sockets=[sock]))
-        servers.append(server)
-        venues[venue.id] = VenueConfig(id=venue.id, dialect="binance",
-                                       rest_url=f"http://127.0.0.1:{port}",
-                                       ws_url=f"ws://127.0.0.1:{port}/stream")
-    await wait_for(lambda: all(s.started for s in servers), what="venue servers")
+    settings = SimSettings(profile="dev", control_token=None, sim_seed=7, venues="alpha,beta",
+                           symbols=",".join(SYMBOLS), http_host="127.0.0.1",
+                           sim_book_updates_per_s=20)
+    async with running_simulator(settings) as running:
+        async for s in _with_market_data(running, nats_url, bus_prefix):
+            yield s
+
+
+async def _with_market_data(running: RunningSim, nats_url: str, bus_prefix: str
+                            ) -> AsyncIterator[Stack]:
+    venues = running.configs
     bus = Bus(nats_url, service="market-data", session="t", mode="paper", prefix=bus_prefix)
     await bus.connect()
     await bus.provision()
@@ -85,18 +81,12 @@ async def stack(nats_url: str, bus_prefix: str, cleanup_streams: None) -> AsyncI
     await bus.nc.subscribe(bus.subjects.any("md.book.*.*"), cb=on_book)
     md_task = asyncio.create_task(svc.run())
     try:
-        yield Stack(sim, svc, bus, latest, tasks["market"])
+        yield Stack(running.sim, svc, bus, latest, running.tasks["market"])
     finally:
         md_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await md_task
         await bus.close()
-        for server in servers:
-            server.should_exit = True
-        await asyncio.sleep(0.2)
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
 def assert_same_as_simulator(stack: Stack) -> None:
