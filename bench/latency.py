@@ -30,13 +30,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import print_table, summarize, write_json  # noqa: E402
 
-from arb_common.messages import Book, Intent, OrderEvent, decode  # noqa: E402
+from arb_common.messages import Envelope, FillEvent, Intent, OrderEvent, decode  # noqa: E402
 from arb_common.subjects import Subjects  # noqa: E402
 from arbctl.stack import Stack  # noqa: E402
 
@@ -55,6 +56,17 @@ def configure_env(symbols: list[str], rate: int) -> None:
     os.environ["ARB_DAILY_LOSS_LIMIT"] = "100000000"
 
 
+class _BookTimes(msgspec.Struct):
+    """The two Book fields the observer needs (decoding 20-level Decimal books for 400
+    frames/s would load the machine the benchmark measures)."""
+
+    recv_ts: int = 0
+
+
+_env_decoder = msgspec.json.Decoder(Envelope)
+_book_times = msgspec.json.Decoder(_BookTimes)
+
+
 class Observer:
     def __init__(self, subjects: Subjects) -> None:
         self.subjects = subjects
@@ -63,24 +75,68 @@ class Observer:
         self.intent_ts: dict[str, int] = {}
         self.acks: dict[str, dict[str, int]] = defaultdict(dict)
         self.frames = 0
+        # breakdown: where the time goes inside each hop
+        self.md_internal_ms: list[float] = []  # frame received -> Book envelope stamped
+        self.book_env_ts: dict[int, int] = {}  # recv_ts -> Book envelope ts
+        self.strat_ms: list[float] = []  # Book envelope stamped -> Intent envelope stamped
+        self.new_ts: dict[str, dict[str, int]] = defaultdict(dict)
+        self.fill_ts: dict[str, int] = {}
 
     async def on_msg(self, msg: Any) -> None:
         now = time.time_ns()
+        if ".md.book." in msg.subject or msg.subject.startswith("md.book."):
+            try:
+                env = _env_decoder.decode(msg.data)
+                recv_ts = _book_times.decode(env.payload).recv_ts
+            except msgspec.DecodeError:
+                return
+            self.frames += 1
+            if recv_ts:
+                self.book_ms.append((now - recv_ts) / 1e6)
+                self.md_internal_ms.append((env.ts - recv_ts) / 1e6)
+                self.book_env_ts[recv_ts] = env.ts
+            return
         try:
             env, payload = decode(msg.data)
         except Exception:  # noqa: BLE001 - bench ignores what it cannot read
             return
-        if isinstance(payload, Book):
-            self.frames += 1
-            if payload.recv_ts:
-                self.book_ms.append((now - payload.recv_ts) / 1e6)
-        elif isinstance(payload, Intent):
+        if isinstance(payload, Intent):
             self.intent_ts[payload.intent_id] = env.ts
             if payload.origin_ts:
                 self.intent_ms.append((env.ts - payload.origin_ts) / 1e6)
-        elif isinstance(payload, OrderEvent) and payload.status in ("ACKED", "FILLED",
-                                                                    "PARTIALLY_FILLED"):
-            self.acks[payload.intent_id].setdefault(payload.side, env.ts)
+                book_ts = self.book_env_ts.get(payload.origin_ts)
+                if book_ts is not None:
+                    self.strat_ms.append((env.ts - book_ts) / 1e6)
+        elif isinstance(payload, OrderEvent):
+            if payload.status == "NEW":
+                self.new_ts[payload.intent_id].setdefault(payload.side, env.ts)
+            elif payload.status in ("ACKED", "FILLED", "PARTIALLY_FILLED"):
+                self.acks[payload.intent_id].setdefault(payload.side, env.ts)
+        elif isinstance(payload, FillEvent):
+            self.fill_ts[payload.intent_id] = max(env.ts, self.fill_ts.get(payload.intent_id, 0))
+
+    def breakdown(self, fills_pg: dict[str, int]) -> list[dict[str, Any]]:
+        pickup, rest, to_fill, to_pg = [], [], [], []
+        for intent_id, ts in self.intent_ts.items():
+            new = self.new_ts.get(intent_id, {})
+            legs = self.acks.get(intent_id, {})
+            if len(new) == 2:
+                pickup.append((min(new.values()) - ts) / 1e6)
+                if len(legs) == 2:
+                    rest.append((max(legs.values()) - min(new.values())) / 1e6)
+            fill = self.fill_ts.get(intent_id)
+            if fill is not None and len(legs) == 2:
+                to_fill.append((fill - max(legs.values())) / 1e6)
+            if fill is not None and intent_id in fills_pg:
+                to_pg.append((fills_pg[intent_id] - fill) / 1e6)
+        return [
+            summarize("  market-data: frame -> Book stamped", self.md_internal_ms),
+            summarize("  strategy: Book stamped -> Intent stamped", self.strat_ms),
+            summarize("  executor: Intent stamped -> first NEW stamped", pickup),
+            summarize("  executor: first NEW -> both legs acked", rest),
+            summarize("  executor: legs acked -> last fill stamped", to_fill),
+            summarize("  state: last fill stamped -> recorded in PG", to_pg),
+        ]
 
     def ack_ms(self) -> list[float]:
         out = []
@@ -90,13 +146,18 @@ class Observer:
         return out
 
 
-def fill_ms(db_url: str, intent_ts: dict[str, int]) -> list[float]:
+def fills_recorded(db_url: str) -> dict[str, int]:
+    """intent_id -> when its last fill was recorded in PostgreSQL (ns)."""
     conninfo = db_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(conninfo) as conn:
         rows = conn.execute(
             "SELECT intent_id, max(ingested_at) FROM fills WHERE intent_id <> '' GROUP BY intent_id"
         ).fetchall()
-    return [(ts.timestamp() * 1e9 - intent_ts[i]) / 1e6 for i, ts in rows if i in intent_ts]
+    return {i: int(ts.timestamp() * 1e6) * 1000 for i, ts in rows}
+
+
+def fill_ms(recorded: dict[str, int], intent_ts: dict[str, int]) -> list[float]:
+    return [(ts - intent_ts[i]) / 1e6 for i, ts in recorded.items() if i in intent_ts]
 
 
 async def nats_floor(url: str, rate: int, seconds: float) -> list[float]:
@@ -127,7 +188,7 @@ async def observe(stack: Stack, seconds: float) -> Observer:
     subjects = Subjects(stack.bus_prefix)
     obs = Observer(subjects)
     nc = await nats.connect(stack.urls["nats"])
-    for pattern in ("md.book.>", "strat.intent.>", "exec.order.>"):
+    for pattern in ("md.book.>", "strat.intent.>", "exec.order.>", "exec.fill.>"):
         await nc.subscribe(subjects.any(pattern), cb=obs.on_msg)
     await asyncio.sleep(seconds)
     await nc.close()
@@ -153,7 +214,8 @@ def main() -> None:
         time.sleep(5)  # warm-up: books synced, markets loaded
         obs = asyncio.run(observe(stack, args.seconds))
         time.sleep(3)  # let the last fills commit
-        fills = fill_ms(stack.urls["postgres"], obs.intent_ts)
+        recorded = fills_recorded(stack.urls["postgres"])
+        fills = fill_ms(recorded, obs.intent_ts)
         floor = asyncio.run(nats_floor(stack.urls["nats"], 2 * len(symbols) * 10,
                                        min(args.seconds, 20)))
     finally:
@@ -168,7 +230,9 @@ def main() -> None:
     params = {"seconds": args.seconds, "venues": 2, "symbols": len(symbols), "rate": args.rate,
               "book_frames_seen": obs.frames, "intents": len(obs.intent_ts)}
     print_table(f"Latency per hop ({params})", rows)
-    print(f"\nwrote {write_json('latency', rows, params)}")
+    detail = obs.breakdown(recorded)
+    print_table("Breakdown (envelope timestamps = when each service stamped its message)", detail)
+    print(f"\nwrote {write_json('latency', rows + detail, params)}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
+
 from arb_common.bus import Bus
 from arb_common.messages import FillEvent, Intent, OrderEvent, VenueReady, decode
 from arb_executor.arbitrage import IntentExecutor

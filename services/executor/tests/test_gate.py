@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from arb_common.messages import Envelope, VenueReady, decode, encode
 from arb_executor.gate import Gate, GateClosed
 

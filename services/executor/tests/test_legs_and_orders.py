@@ -7,6 +7,7 @@ import re
 from decimal import Decimal as D
 
 import pytest
+
 from arb_common.errors import InvariantViolation
 from arb_common.messages import Intent
 from arb_executor.legs import client_order_id, plan_legs, reason_label

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import pytest
+
 from arb_common.messages import Book
 from arb_executor.paper import BookCache, PaperVenue, fill_market_order
 from arb_executor.venue_client import MarketRules, OrderRejected

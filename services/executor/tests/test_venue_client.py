@@ -6,6 +6,7 @@ from decimal import Decimal as D
 
 import ccxt.async_support as ccxt
 import pytest
+
 from arb_common.errors import UnknownOutcome
 from arb_common.venues import VenueConfig
 from arb_executor.venue_client import (

@@ -6,11 +6,12 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from arb_common.errors import DecodeError
 from arb_market_data.book import DepthUpdate
 from arb_market_data.exchanges import binance
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SYMBOLS = {"BTCUSDT": "BTC-USDT", "ETHUSDT": "ETH-USDT"}
 

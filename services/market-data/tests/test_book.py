@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from arb_market_data.book import (
     ApplyResult,
     BookSync,
@@ -13,8 +16,6 @@ from arb_market_data.book import (
     L2Book,
     SnapshotResult,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 Model = dict[str, dict[Decimal, Decimal]]
 
@@ -133,3 +134,21 @@ def test_buffer_is_bounded_and_keeps_the_newest_events() -> None:
     for ev in events:
         sync.on_update(ev)
     assert [e.final_id for e in sync.buffer] == [e.final_id for e in events[-3:]]
+
+
+_level = st.tuples(st.integers(1, 40).map(lambda i: Decimal(i) / 4),
+                   st.sampled_from([Decimal(0), Decimal("0.0"), Decimal("1.5"), Decimal(3)]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.lists(_level, max_size=6), st.lists(_level, max_size=6)),
+                max_size=30),
+       st.integers(0, 25))
+def test_top_matches_a_full_sort_after_any_diffs(diffs, n) -> None:  # type: ignore[no-untyped-def]
+    book = L2Book()
+    for bids, asks in diffs:
+        book.apply_levels(bids, asks)
+    bids, asks = book.top(n)
+    assert bids == [(p, book.bids[p]) for p in sorted(book.bids, reverse=True)[:n]]
+    assert asks == [(p, book.asks[p]) for p in sorted(book.asks)[:n]]
+    assert book.crossed == (bool(book.bids and book.asks) and max(book.bids) >= min(book.asks))

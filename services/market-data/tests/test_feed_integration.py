@@ -11,12 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
+
 from arb_common.bus import Bus
 from arb_common.messages import Book, VenueStatus, decode
 from arb_common.venues import VenueConfig
 from arb_market_data.app import MarketDataService
 from arb_market_data.config import MarketDataSettings
-from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.integration
 

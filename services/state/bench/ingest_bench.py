@@ -19,8 +19,9 @@ import psycopg
 from sqlalchemy import create_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from arb_state.ingest import ingest_batch  # noqa: E402
 from state_helpers import event, fill, migrate, order  # noqa: E402
+
+from arb_state.ingest import ingest_batch  # noqa: E402
 
 SERVER = os.environ.get(
     "ARB_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

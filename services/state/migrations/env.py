@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from arb_common.ledger import Base
 from sqlalchemy import create_engine, pool
+
+from arb_common.ledger import Base
 
 DEFAULT_URL = "postgresql+psycopg://arb@127.0.0.1:15432/arb"
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+
 from arb_common.messages import Envelope, FillEvent, OrderEvent, decode, encode
 
 ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"

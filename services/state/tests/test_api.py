@@ -7,12 +7,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
+from state_helpers import T0, event, fill, order
+
 from arb_common.runtime import ServiceRuntime
 from arb_state.api import register
 from arb_state.config import StateSettings
 from arb_state.ingest import ingest_batch
-from sqlalchemy.engine import Engine
-from state_helpers import T0, event, fill, order
 
 S = 1_000_000_000
 

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 from alembic import command
-from arb_common.errors import ConfigError
-from arb_common.ledger import HEAD, Base, check_schema_current
 from sqlalchemy import create_engine, inspect, text
 from state_helpers import alembic_config, migrate
+
+from arb_common.errors import ConfigError
+from arb_common.ledger import HEAD, Base, check_schema_current
 
 TABLES = {
     "sessions", "orders", "order_status_history", "fills", "positions", "balances",

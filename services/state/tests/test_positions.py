@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from arb_state.positions import PositionState, apply_fill, fee_in_quote
 from hypothesis import given
 from hypothesis import strategies as st
+
+from arb_state.positions import PositionState, apply_fill, fee_in_quote
 
 D = Decimal
 

@@ -11,12 +11,14 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy import create_engine
+from state_helpers import fill, order
+
 from arb_common.bus import Bus
 from arb_common.runtime import ServiceRuntime
 from arb_state.app import DB_ERRORS, StateService
 from arb_state.config import StateSettings
-from sqlalchemy import create_engine
-from state_helpers import fill, order
+from arb_state.ingest import LedgerWriter
 
 Probe = Callable[[], Awaitable[bool]]
 
@@ -120,7 +122,9 @@ async def test_ledger_outage_naks_then_catches_up_without_loss_or_duplicates(
     dead = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/none",
                          connect_args={"connect_timeout": 1})
     errors_before = DB_ERRORS._value.get()
-    svc.engine = dead  # PostgreSQL "goes down"
+    good_writer = svc.writer
+    svc.engine = dead  # PostgreSQL "goes down" (for the pool and the batch writer's connection)
+    svc.writer = LedgerWriter("postgresql+psycopg://postgres@127.0.0.1:1/none", connect_timeout=1)
     try:
         await pub.publish(pub.subjects.fill("alpha", "BTC-USDT"), fill("t9", "buy", "2", "10"),
                           "fill:alpha:t9")
@@ -135,6 +139,7 @@ async def test_ledger_outage_naks_then_catches_up_without_loss_or_duplicates(
         assert body["checks"]["postgres"]["detail"].startswith("down")
     finally:
         svc.engine = good  # PostgreSQL "returns"
+        svc.writer = good_writer
         dead.dispose()
 
     async def caught_up() -> bool:

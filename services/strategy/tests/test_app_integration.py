@@ -10,6 +10,8 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
+
 from arb_common.bus import Bus
 from arb_common.messages import (
     Book,
@@ -25,7 +27,6 @@ from arb_strategy.app import StrategyService
 from arb_strategy.config import StrategySettings
 from arb_strategy.engine import trade_id_for
 from arb_strategy.spread import best_quote
-from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.integration
 

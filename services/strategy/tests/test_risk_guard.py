@@ -5,10 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from arb_common.clock import ManualClock
-from arb_strategy.risk_guard import DAY_NS, RiskGuard
 from hypothesis import given
 from hypothesis import strategies as st
+
+from arb_common.clock import ManualClock
+from arb_strategy.risk_guard import DAY_NS, RiskGuard
 
 # 2023-11-14 23:00:00 UTC
 LATE_EVENING = (1_700_000_000 // 86_400 * 86_400 + 23 * 3600) * 1_000_000_000

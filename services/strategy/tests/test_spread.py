@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+
 from arb_common.messages import Book
 from arb_strategy.spread import best_quote, net_spread_bps, quote, vwap
 

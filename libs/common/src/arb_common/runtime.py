@@ -103,7 +103,9 @@ class ServiceRuntime:
         self._shutdown: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._fatal: BaseException | None = None
-        self.app = FastAPI(title=f"arb {name}", version=version, default_response_class=OrjsonResponse)
+        self.app = FastAPI(
+            title=f"arb {name}", version=version, default_response_class=OrjsonResponse
+        )
         self._routes()
 
     # ------------------------------------------------------------ HTTP
@@ -238,7 +240,7 @@ class ServiceRuntime:
         server.should_exit = True
         try:
             await asyncio.wait_for(http, timeout=5)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+        except (TimeoutError, Exception):  # noqa: BLE001
             pass
         stop_wait.cancel()
         logger.info("stopped service=%s", self.name)

@@ -6,12 +6,13 @@ import asyncio
 import logging
 from typing import Any
 
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+
 from arb_common.bus import Bus
 from arb_common.errors import TemporaryError
 from arb_common.runtime import ServiceRuntime, connect_bus
 from arb_common.settings import Mode, load_settings
 from arb_common.venues import VenueConfig, discover
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from .arbitrage import IntentExecutor
 from .config import ExecutorSettings
@@ -96,6 +97,12 @@ async def build_venues(rt: ServiceRuntime, s: ExecutorSettings, bus: Bus,
     return venues
 
 
+def intent_lane(env: Any, payload: Any) -> str:
+    """Intents of different symbols execute concurrently; one symbol's stay in order (a close
+    never overtakes its open, a redelivery waits for the attempt in flight)."""
+    return str(getattr(payload, "symbol", ""))
+
+
 async def start(rt: ServiceRuntime) -> None:
     s = rt.settings
     assert isinstance(s, ExecutorSettings)
@@ -116,7 +123,8 @@ async def start(rt: ServiceRuntime) -> None:
                               resolve_s=s.unknown_resolve_s)
     # Gate-closed naks retry at 0.5, 1, 2, 5 s ... until the intent is stale (then dropped).
     bus.consume(stream="STRAT", durable=DURABLE, filter_subject=bus.subjects.any("strat.intent.>"),
-                handler=executor.handle, batch=16, backoff=(0.5, 1, 2, 5, 10, 30))
+                handler=executor.handle, batch=16, backoff=(0.5, 1, 2, 5, 10, 30),
+                lane_key=intent_lane)
     rt.info_extra["gate"] = lambda: gate.report()[1]
     rt.info_extra["venues"] = lambda: sorted(venues)
     logger.info("executor started mode=%s venues=%s", s.mode.value, ",".join(venues))

@@ -22,11 +22,12 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from prometheus_client import Gauge, Histogram
+
 from arb_common.bus import Bus, SeenIds
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.errors import TemporaryError
 from arb_common.messages import Envelope, Intent, RiskEvent
-from prometheus_client import Gauge, Histogram
 
 from .gate import Gate
 from .legs import EventSink, LegPlan, LegRunner, TradingVenue, client_order_id, plan_legs

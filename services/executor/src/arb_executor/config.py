@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from arb_common.settings import CommonSettings
 from pydantic import Field
+
+from arb_common.settings import CommonSettings
 
 
 class ExecutorSettings(CommonSettings):

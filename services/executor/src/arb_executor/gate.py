@@ -12,9 +12,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Gauge
+
 from arb_common.errors import TemporaryError
 from arb_common.messages import Envelope, VenueReady
-from prometheus_client import Gauge
 
 logger = logging.getLogger(__name__)
 

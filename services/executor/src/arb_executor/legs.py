@@ -13,17 +13,13 @@ market order that already filled; the NEW-duplicate check does.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
-from arb_common.bus import Bus, SeenIds
-from arb_common.clock import Clock
-from arb_common.errors import UnknownOutcome
-from arb_common.messages import FillEvent, Intent, OrderStatus, Side
-from arb_common.money import floor_to_step, to_str
 from nats.js.api import PubAck
 from prometheus_client import Counter
 from tenacity import (
@@ -33,6 +29,12 @@ from tenacity import (
     stop_after_delay,
     wait_random_exponential,
 )
+
+from arb_common.bus import Bus, SeenIds
+from arb_common.clock import Clock
+from arb_common.errors import UnknownOutcome
+from arb_common.messages import FillEvent, Intent, OrderStatus, Side
+from arb_common.money import floor_to_step, to_str
 
 from .order_machine import OrderMachine, OrderState
 from .venue_client import DuplicateOrder, MarketRules, OrderRejected, VenueFill, VenueOrder
@@ -230,6 +232,13 @@ class LegRunner:
         if status != m.status or order.filled != m.state.filled_quantity:
             m.transition(status, filled=order.filled, venue_order_id=order.venue_order_id,
                          avg_price=order.avg_price)
-        await self.sink.order(m)
-        for f in order.fills:
-            await self.sink.fill(m.state, f)
+        # The order event and its fills are independent messages: publish them back to back
+        # (same connection, so the stream keeps this order) and wait for every PubAck together
+        # instead of one round trip each. All are acknowledged before this returns.
+        state = m.state
+        results = await asyncio.gather(self.sink.order(m),
+                                       *(self.sink.fill(state, f) for f in order.fills),
+                                       return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r

@@ -16,9 +16,10 @@ import logging
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+from prometheus_client import Counter
+
 from arb_common.errors import InvariantViolation
 from arb_common.messages import OrderEvent, OrderStatus, Side
-from prometheus_client import Counter
 
 logger = logging.getLogger(__name__)
 

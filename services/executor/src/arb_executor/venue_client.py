@@ -18,9 +18,10 @@ from decimal import Decimal
 from typing import Any
 
 import ccxt.async_support as ccxt_async
+
 from arb_common.errors import ArbError, TemporaryError, UnknownOutcome
 from arb_common.messages import OrderStatus, Side
-from arb_common.money import D
+from arb_common.money import D, to_str
 from arb_common.venues import VenueConfig
 
 logger = logging.getLogger(__name__)
@@ -261,6 +262,7 @@ class VenueClient:
             venue, timeout_s=timeout_s, rate_limit_ms=rate_limit_ms,
             recv_window_ms=recv_window_ms))
         self._rules: dict[str, MarketRules] = {}
+        self._market_ids: dict[str, str] = {}  # BTC-USDT -> BTCUSDT (the venue's own id)
         self.markets_loaded = False
 
     async def load_markets(self) -> None:
@@ -268,6 +270,7 @@ class VenueClient:
         self._rules = {
             our_symbol(sym): parse_rules(our_symbol(sym), m) for sym, m in markets.items()
         }
+        self._market_ids = {our_symbol(sym): str(m["id"]) for sym, m in markets.items()}
         self.markets_loaded = True
         logger.info("markets loaded venue=%s symbols=%d", self.venue, len(self._rules))
 
@@ -287,15 +290,32 @@ class VenueClient:
         await self.ex.close()
 
     async def submit(self, symbol: str, side: Side, quantity: Decimal, coid: str) -> VenueOrder:
-        """Send a MARKET order; return the venue's answer or raise a classified error."""
+        """Send a MARKET order; return the venue's answer or raise a classified error.
+
+        Through ccxt's signed endpoint method (``POST /api/v3/order``: same signing, same
+        transport, same error mapping) rather than the unified ``create_order``, which would
+        re-check precision we already applied (lot step, :func:`plan_legs`) and build a unified
+        order that :func:`parse_order` does not use: ~0.5 ms of CPU and latency per order.
+        """
+        market_id = self._market_ids.get(symbol)
+        if market_id is None:  # nothing was sent
+            if not self.markets_loaded:
+                raise TemporaryError(f"markets of {self.venue} not loaded yet")
+            raise OrderRejected(f"symbol {symbol} not listed on {self.venue}")
         try:
-            order = await self.ex.create_order(
-                ccxt_symbol(symbol), "market", side, str(quantity),
-                params={"clientOrderId": coid, "newOrderRespType": "FULL"},
-            )
+            raw = await self.ex.private_post_order({
+                "symbol": market_id, "side": side.upper(), "type": "MARKET",
+                "quantity": to_str(quantity), "newClientOrderId": coid,
+                "newOrderRespType": "FULL",
+            })
         except Exception as exc:  # noqa: BLE001 - classified right here
             raise classify(exc) from exc
-        return parse_order(order, symbol)
+        if not isinstance(raw, dict):
+            raise UnknownOutcome(f"malformed order response: {str(raw)[:200]}")
+        return parse_order({"info": raw, "id": raw.get("orderId"),
+                            "clientOrderId": raw.get("clientOrderId"),
+                            "timestamp": raw.get("transactTime"), "side": raw.get("side")},
+                           symbol)
 
     async def query(self, symbol: str, coid: str) -> VenueOrder | None:
         """The order with this client order id, with its fills; None if the venue has none."""

@@ -44,6 +44,11 @@ class MarketDataService:
     async def publish_book(self, book: Book) -> None:
         subject = self.bus.subjects.book(book.venue, book.symbol)
         await self.bus.publish_fast(subject, book, f"book:{book.venue}:{book.symbol}:{book.seq}")
+        # nats-py writes from a flusher task that only runs when this feed yields. Frames come
+        # in bursts (one per symbol per venue tick), so without yielding here the first book of
+        # a burst waited for the whole burst to be parsed before going out (measured: ~4 ms
+        # of the ~4.5 ms frame -> bus p50). One yield = one socket write per book.
+        await asyncio.sleep(0)
 
     async def publish_status(self, status: VenueStatus) -> None:
         """Durable status publish, in the background so a slow PubAck never stalls a feed."""

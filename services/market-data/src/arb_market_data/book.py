@@ -12,7 +12,7 @@ Binance spot's "maintaining a local order book" (protocol reference §1.6):
 
 from __future__ import annotations
 
-import heapq
+from bisect import bisect_left, insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -56,11 +56,22 @@ class SnapshotResult(Enum):
 
 @dataclass
 class L2Book:
-    """Price -> quantity on each side; a zero quantity removes the level."""
+    """Price -> quantity on each side; a zero quantity removes the level.
+
+    Each side also keeps its prices in a sorted list, updated only for the levels a diff
+    touches (a bisect each), so :meth:`top` is a slice instead of a heap pass over the whole
+    side on every frame. Change the book through :meth:`apply_levels` only.
+    """
 
     update_id: int = 0
     bids: dict[Decimal, Decimal] = field(default_factory=dict)
     asks: dict[Decimal, Decimal] = field(default_factory=dict)
+    _bid_prices: list[Decimal] = field(default_factory=list, repr=False)  # ascending
+    _ask_prices: list[Decimal] = field(default_factory=list, repr=False)  # ascending
+
+    def __post_init__(self) -> None:
+        self._bid_prices = sorted(self.bids)
+        self._ask_prices = sorted(self.asks)
 
     @classmethod
     def from_snapshot(cls, snap: DepthSnapshot) -> L2Book:
@@ -69,25 +80,29 @@ class L2Book:
         return book
 
     def apply_levels(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        for side, levels in ((self.bids, bids), (self.asks, asks)):
+        for side, prices, levels in ((self.bids, self._bid_prices, bids),
+                                     (self.asks, self._ask_prices, asks)):
             for price, qty in levels:
                 if qty == 0:
-                    side.pop(price, None)  # removing an unknown level is normal
+                    if side.pop(price, None) is not None:  # removing an unknown level is normal
+                        del prices[bisect_left(prices, price)]
                 else:
+                    if price not in side:
+                        insort(prices, price)
                     side[price] = qty
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
         """Best ``n`` levels per side, best first (bids descending, asks ascending)."""
-        bid_prices = heapq.nlargest(n, self.bids)
-        ask_prices = heapq.nsmallest(n, self.asks)
+        bids, asks = self.bids, self.asks
         return (
-            [(p, self.bids[p]) for p in bid_prices],
-            [(p, self.asks[p]) for p in ask_prices],
+            [(p, bids[p]) for p in reversed(self._bid_prices[-n:])] if n > 0 else [],
+            [(p, asks[p]) for p in self._ask_prices[:n]] if n > 0 else [],
         )
 
     @property
     def crossed(self) -> bool:
-        return bool(self.bids and self.asks) and max(self.bids) >= min(self.asks)
+        return bool(self._bid_prices and self._ask_prices) and (
+            self._bid_prices[-1] >= self._ask_prices[0])
 
 
 class BookSync:

@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from websockets.asyncio.client import connect
+
 from arb_common.errors import DecodeError
 from arb_common.messages import Book, VenueStatus
 from arb_common.venues import VenueConfig
-from websockets.asyncio.client import connect
 
 from .book import ApplyResult, BookSync, DepthUpdate, SnapshotResult
 from .config import MarketDataSettings

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from arb_common.settings import CommonSettings
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+
+from arb_common.settings import CommonSettings
 
 from . import queries
 from .queries import CursorError, ListFilter

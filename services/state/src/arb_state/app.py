@@ -16,21 +16,23 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from arb_common.bus import Bus, Delivery
-from arb_common.errors import ConfigError
-from arb_common.ledger import SessionRow, check_schema_current
-from arb_common.runtime import ServiceRuntime, connect_bus
-from arb_common.settings import load_settings
+import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import create_engine, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from arb_common.bus import Bus, Delivery
+from arb_common.errors import ConfigError
+from arb_common.ledger import SessionRow, check_schema_current
+from arb_common.runtime import ServiceRuntime, connect_bus
+from arb_common.settings import load_settings
+
 from . import api
 from .config import StateSettings
 from .hot import HotState
-from .ingest import IngestResult, PositionUpdate, ingest_batch
+from .ingest import IngestResult, LedgerWriter, PositionUpdate, ingest_batch
 from .queries import load_positions
 
 logger = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ REALIZED = Gauge("arb_state_realized_pnl", "Realized PnL, quote asset (own mode+
                  ["symbol"])
 
 # Errors that mean "the ledger is not reachable": retry the whole batch later.
-_TRANSIENT = (OperationalError, InterfaceError, OSError, TimeoutError)
+_TRANSIENT = (OperationalError, InterfaceError, OSError, TimeoutError,
+              psycopg.OperationalError, psycopg.InterfaceError)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -64,7 +67,9 @@ class StateService:
         self.rt = rt
         self.settings: StateSettings = rt.settings
         self.engine: Engine | None = None
+        self.writer: LedgerWriter | None = None
         self.hot: HotState | None = None
+        self._hot_task: asyncio.Task[None] | None = None
         self.bus: Bus | None = None
         api.register(rt.app, lambda: self.engine, self.settings)
         rt.info_extra["ledger_head"] = lambda: _head()
@@ -78,6 +83,8 @@ class StateService:
             s.database_url_psycopg, pool_size=s.db_pool_size, pool_pre_ping=True,
             connect_args={"connect_timeout": 5},
         )  # fmt: skip
+        # The batch hot path: one dedicated async connection (pipeline mode), no thread.
+        self.writer = LedgerWriter(s.database_url_psycopg)
         rt.on_shutdown(self.stop)
         await self._wait_for_ledger()
         await self._open_session()
@@ -101,6 +108,10 @@ class StateService:
         logger.info("state ready mode=%s session=%s", s.mode.value, s.session)
 
     async def stop(self) -> None:
+        if self._hot_task is not None:
+            await asyncio.wait({self._hot_task}, timeout=5.0)
+        if self.writer is not None:
+            await self.writer.close()
         if self.engine is not None:
             try:
                 await asyncio.to_thread(self._close_session, self.engine)
@@ -182,11 +193,11 @@ class StateService:
     # ------------------------------------------------------------ ingest
     async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
         """Write the batch in one transaction; raise (→ nak, redelivery) if the ledger is down."""
-        assert self.engine is not None
+        assert self.engine is not None and self.writer is not None
         started = time.perf_counter()
         try:
             events = [(d.env, d.payload) for d in deliveries]
-            result = await asyncio.to_thread(ingest_batch, self.engine, events)
+            result = await self.writer.ingest(events)
         except Exception as exc:
             DB_ERRORS.inc()
             if _is_transient(exc) or self.bus is None:
@@ -201,8 +212,19 @@ class StateService:
         EVENTS.labels("order").inc(result.orders)
         EVENTS.labels("fill").inc(result.fills)
         FILLS_DUP.inc(result.fills_duplicate)
-        if self.hot is not None:
-            await self.hot.write(result.positions)
+        if self.hot is not None and result.positions:
+            # Redis is hot state written after the commit: it must not hold back the acks (the
+            # bus acks when this returns). Writes stay in commit order (each waits for the
+            # previous one); HotState never raises and re-syncs from PostgreSQL on trouble.
+            self._hot_task = asyncio.create_task(
+                self._write_hot(self._hot_task, result.positions), name="hot-write")
+
+    async def _write_hot(self, prev: asyncio.Task[None] | None,
+                         positions: list[PositionUpdate]) -> None:
+        if prev is not None:
+            await asyncio.wait({prev})
+        assert self.hot is not None
+        await self.hot.write(positions)
         self._update_gauges()
 
     async def _one_by_one(self, deliveries: Sequence[Delivery]) -> IngestResult:

@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 import redis.asyncio as aioredis
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+
 from arb_common.keyspace import Keyspace
 from arb_common.money import to_str
 from arb_common.runtime import Readiness
-from prometheus_client import Counter
-from redis.exceptions import RedisError
 
 from .ingest import PositionUpdate
 

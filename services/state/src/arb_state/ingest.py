@@ -22,11 +22,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from arb_common.ledger import Fill, Order, OrderStatusHistory, Position
-from arb_common.messages import Envelope, FillEvent, OrderEvent
+import psycopg
 from sqlalchemy import Table, and_, case, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from arb_common.ledger import Fill, Order, OrderStatusHistory, Position
+from arb_common.messages import Envelope, FillEvent, OrderEvent
 
 from .positions import PositionState, apply_fill, fee_in_quote
 
@@ -120,8 +123,16 @@ def _fill_row(env: Envelope, ev: FillEvent) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def ingest_batch(engine: Engine, events: Sequence[tuple[Envelope, Any]]) -> IngestResult:
-    """Write every order/fill event of ``events`` in one transaction; return what changed."""
+@dataclass
+class _Prepared:
+    result: IngestResult
+    orders: list[dict[str, Any]]  # key order (concurrent writers lock in the same order)
+    history: list[dict[str, Any]]
+    fills: list[dict[str, Any]]  # deduplicated
+
+
+def _prepare(events: Sequence[tuple[Envelope, Any]]) -> _Prepared:
+    """The batch folded into rows (pure Python, shared by both writers)."""
     orders: dict[tuple[str, str, str], dict[str, Any]] = {}
     history: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     fills: list[dict[str, Any]] = []
@@ -140,17 +151,29 @@ def ingest_batch(engine: Engine, events: Sequence[tuple[Envelope, Any]]) -> Inge
             fills.append(_fill_row(env, ev))
     result = IngestResult(orders=sum(1 for _, ev in events if isinstance(ev, OrderEvent)),
                           fills=len(fills))
-    if not orders and not fills:
+    return _Prepared(result, [orders[k] for k in sorted(orders)],
+                     [history[k] for k in sorted(history)], _dedupe(fills) if fills else [])
+
+
+def ingest_batch(engine: Engine, events: Sequence[tuple[Envelope, Any]]) -> IngestResult:
+    """Write every order/fill event of ``events`` in one transaction; return what changed.
+
+    SQLAlchemy twin of :class:`LedgerWriter` (same statements, same rules): used to isolate a
+    poison event one by one, and by tests and tools.
+    """
+    prep = _prepare(events)
+    result = prep.result
+    if not prep.orders and not prep.fills:
         return result
     with engine.begin() as conn:
         # Rows in key order, so concurrent writers lock in the same order (no deadlocks).
         # executemany form: SQLAlchemy's "insertmanyvalues" sends multi-row VALUES pages
         # from one cached compiled statement (compiling a 256-row VALUES each time cost
         # ~10x the database time).
-        if orders:
-            conn.execute(_ORDER_UPSERT, [orders[k] for k in sorted(orders)])
-            conn.execute(_HISTORY_INSERT, [history[k] for k in sorted(history)])
-        inserted = _insert_fills(conn, _dedupe(fills)) if fills else []
+        if prep.orders:
+            conn.execute(_ORDER_UPSERT, prep.orders)
+            conn.execute(_HISTORY_INSERT, prep.history)
+        inserted = _insert_fills(conn, prep.fills) if prep.fills else []
         result.fills_inserted = len(inserted)
         if inserted:
             result.positions = _apply_positions(conn, inserted)
@@ -190,6 +213,8 @@ _ORDER_UPSERT = _order_upsert()
 _HISTORY_INSERT = pg_insert(cast(Table, OrderStatusHistory.__table__)).on_conflict_do_nothing()
 _FILL_INSERT = (
     pg_insert(_FILLS)
+    # The moment the row is written, not the transaction start (now()); the commit follows.
+    .values(ingested_at=func.clock_timestamp())
     .on_conflict_do_nothing(index_elements=[_FILLS.c.mode, _FILLS.c.venue, _FILLS.c.venue_trade_id])
     .returning(_FILLS.c.mode, _FILLS.c.venue, _FILLS.c.venue_trade_id)
 )
@@ -237,6 +262,15 @@ def _apply_positions(
         )
         for r in locked
     }
+    rows, updates = _fold_positions(states, fills, now)
+    conn.execute(_POSITION_UPSERT, rows)
+    return updates
+
+
+def _fold_positions(
+    states: dict[PosKey, PositionState], fills: list[dict[str, Any]], now: datetime
+) -> tuple[list[dict[str, Any]], list[PositionUpdate]]:
+    """Apply ``fills`` to the locked ``states``: the upsert rows and the updates."""
     for f in fills:
         key = (f["mode"], f["session"], f["venue"], f["symbol"])
         fee_q = fee_in_quote(f["symbol"], f["fee"], f["fee_asset"], f["price"])
@@ -252,8 +286,7 @@ def _apply_positions(
          "fees": s.fees, "updated_at": now}
         for k, s in states.items()
     ]  # fmt: skip
-    conn.execute(_POSITION_UPSERT, rows)
-    return [PositionUpdate(*k, states[k], now) for k in states]
+    return rows, [PositionUpdate(*k, states[k], now) for k in states]
 
 
 _SCALE = Decimal("1e-18")
@@ -263,3 +296,132 @@ def quantize_state(s: PositionState) -> PositionState:
     """Round to NUMERIC(38,18), so memory, Redis and the database hold the same numbers."""
     return PositionState(*(v.quantize(_SCALE) for v in
                            (s.quantity, s.avg_price, s.realized_pnl, s.fees)))
+
+
+# ---------------------------------------------------------------- async writer (hot path)
+
+_DIALECT = pg_psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+class _Sql:
+    """A SQLAlchemy statement compiled once to psycopg SQL text (same SQL, no per-call work)."""
+
+    def __init__(self, stmt: Any, keys: Sequence[str]) -> None:
+        compiled = stmt.compile(dialect=_DIALECT, column_keys=list(keys))
+        self.text: str = str(compiled)
+        self.defaults = {k: v for k, v in compiled.params.items() if k not in keys}
+
+    def params(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**self.defaults, **r} for r in rows] if self.defaults else rows
+
+
+_ORDER_KEYS = ("mode", "session", "venue", "symbol", "client_order_id", "venue_order_id", "side",
+               "quantity", "filled_quantity", "avg_price", "status", "intent_id", "trade_id",
+               "reason", "created_at", "updated_at")
+_HISTORY_KEYS = ("mode", "session", "venue", "client_order_id", "status", "filled_quantity",
+                 "reason", "msg_id", "ts")
+_FILL_KEYS = ("mode", "session", "venue", "symbol", "client_order_id", "venue_order_id",
+              "venue_trade_id", "side", "quantity", "price", "fee", "fee_asset", "ts",
+              "intent_id", "trade_id")
+_POS_KEYS = ("mode", "session", "venue", "symbol", "quantity", "avg_price", "realized_pnl",
+             "fees", "updated_at")
+_SQL_ORDER = _Sql(_ORDER_UPSERT, _ORDER_KEYS)
+_SQL_HISTORY = _Sql(_HISTORY_INSERT, _HISTORY_KEYS)
+_SQL_FILL = _Sql(_FILL_INSERT, _FILL_KEYS)
+_SQL_POS_BLANK = _Sql(_POSITION_BLANK, ("mode", "session", "venue", "symbol", "updated_at"))
+_SQL_POS_UPSERT = _Sql(_POSITION_UPSERT, _POS_KEYS)
+_SQL_POS_LOCK = (
+    "SELECT mode, session, venue, symbol, quantity, avg_price, realized_pnl, fees "
+    "FROM positions WHERE (mode, session, venue, symbol) IN "
+    "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])) "
+    "ORDER BY mode, session, venue, symbol FOR UPDATE"
+)
+
+
+def psycopg_conninfo(url: str) -> str:
+    """SQLAlchemy URL (any postgres driver) -> libpq connection string."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class LedgerWriter:
+    """:func:`ingest_batch` on one dedicated async psycopg connection in pipeline mode.
+
+    Same statements and rules as the SQLAlchemy path, but no worker thread and two network
+    round trips per batch instead of one per statement: (1) order upsert, history, fill
+    insert ... RETURNING, position blank rows and ``SELECT ... FOR UPDATE`` are sent together;
+    (2) the position upsert and the COMMIT. The caller acks only after :meth:`ingest`
+    returned, i.e. after the commit.
+    """
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+        self.conninfo = psycopg_conninfo(url)
+        self.connect_timeout = connect_timeout
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                await self._conn.close()
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.conninfo, connect_timeout=int(self.connect_timeout), prepare_threshold=1)
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def ingest(self, events: Sequence[tuple[Envelope, Any]]) -> IngestResult:
+        prep = _prepare(events)
+        result = prep.result
+        if not prep.orders and not prep.fills:
+            return result
+        conn = await self._connection()
+        try:
+            inserted, updates = await self._write(conn, prep)
+        except BaseException:
+            if conn.broken or conn.closed:
+                self._conn = None
+            raise
+        result.fills_inserted = len(inserted)
+        result.positions = updates
+        return result
+
+    async def _write(
+        self, conn: psycopg.AsyncConnection[Any], prep: _Prepared
+    ) -> tuple[list[dict[str, Any]], list[PositionUpdate]]:
+        now = datetime.now(UTC)
+        keys = sorted({(f["mode"], f["session"], f["venue"], f["symbol"]) for f in prep.fills})
+        async with conn.pipeline(), conn.transaction():
+            cur = conn.cursor()
+            if prep.orders:
+                await cur.executemany(_SQL_ORDER.text, _SQL_ORDER.params(prep.orders))
+                await cur.executemany(_SQL_HISTORY.text, _SQL_HISTORY.params(prep.history))
+            if not prep.fills:
+                return [], []
+            fcur = conn.cursor()
+            await fcur.executemany(_SQL_FILL.text, _SQL_FILL.params(prep.fills), returning=True)
+            # Lock every position the batch may move (a duplicate fill's row exists already).
+            blank = [dict(zip(("mode", "session", "venue", "symbol"), k, strict=True))
+                     | {"updated_at": now} for k in keys]
+            await cur.executemany(_SQL_POS_BLANK.text, _SQL_POS_BLANK.params(blank))
+            lcur = conn.cursor()
+            await lcur.execute(_SQL_POS_LOCK, [list(col) for col in zip(*keys, strict=True)])
+            new: set[tuple[str, str, str]] = set()
+            while True:  # one result set per fill row (empty when it was a duplicate)
+                for r in await fcur.fetchall():
+                    new.add((r[0], r[1], r[2]))
+                if not fcur.nextset():
+                    break
+            inserted = [f for f in prep.fills
+                        if (f["mode"], f["venue"], f["venue_trade_id"]) in new]
+            if not inserted:
+                return [], []
+            moved = {(f["mode"], f["session"], f["venue"], f["symbol"]) for f in inserted}
+            states: dict[PosKey, PositionState] = {
+                (r[0], r[1], r[2], r[3]): PositionState(r[4], r[5], r[6], r[7])
+                for r in await lcur.fetchall() if (r[0], r[1], r[2], r[3]) in moved
+            }
+            rows, updates = _fold_positions(states, inserted, now)
+            await cur.executemany(_SQL_POS_UPSERT.text, _SQL_POS_UPSERT.params(rows))
+        return inserted, updates

@@ -16,10 +16,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from arb_common.ledger import Fill, Order, Position, SessionRow
-from arb_common.money import to_str
 from sqlalchemy import ColumnElement, Select, and_, case, func, select, tuple_
 from sqlalchemy.engine import Engine
+
+from arb_common.ledger import Fill, Order, Position, SessionRow
+from arb_common.money import to_str
 
 from .ingest import PositionUpdate
 from .positions import PositionState

@@ -13,6 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from nats.aio.msg import Msg
+
 from arb_common.bus import Bus, SeenIds
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.messages import (
@@ -29,7 +31,6 @@ from arb_common.money import D
 from arb_common.runtime import ServiceRuntime, connect_bus
 from arb_common.settings import load_settings
 from arb_common.venues import discover
-from nats.aio.msg import Msg
 
 from .config import StrategySettings
 from .engine import Engine, EngineConfig, RiskBlock
@@ -83,6 +84,8 @@ class StrategyService:
         self._risk_sent: dict[tuple[str, str], int] = {}
         self.stopping = False
         self._fills_task: asyncio.Task[None] | None = None
+        # symbol -> its intent publish waiting for the PubAck (at most one per symbol)
+        self._publishing: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -114,6 +117,8 @@ class StrategyService:
         ``Bus.close()`` then skips the drain.
         """
         self.stopping = True
+        if self._publishing:  # intents decided: let their PubAcks (and any abort) land
+            await asyncio.wait(list(self._publishing.values()), timeout=10.0)
         if self._fills_task is not None:
             self._fills_task.cancel()
             await asyncio.gather(self._fills_task, return_exceptions=True)
@@ -141,12 +146,32 @@ class StrategyService:
             return
         if self.stopping:
             return
+        if payload.symbol in self._publishing:
+            # This symbol's last intent is not acknowledged yet (and may still be aborted):
+            # keep the book, decide on the next one. Other symbols are not held up.
+            self.engine.remember(payload)
+            return
         decision = self.engine.on_book(payload)
         if decision.spread_bps is not None:
             SPREAD.labels(payload.symbol).set(float(decision.spread_bps))
         for block in decision.blocks:
             await self._risk_block(block)
-        for intent in decision.intents:
+        if decision.intents:
+            # The decision is stamped (envelope ts) and sent now; waiting for its PubAck here
+            # would hold every other symbol's books behind one JetStream round trip.
+            task = asyncio.create_task(self._publish_intents(decision.intents),
+                                       name=f"intent:{payload.symbol}")
+            self._publishing[payload.symbol] = task
+            symbol = payload.symbol
+            task.add_done_callback(lambda _t: self._publishing.pop(symbol, None))
+            # Yield twice so the task stamps and queues the publish, then nats-py's flusher
+            # writes it, before the next queued book is handled (a subscription handles its
+            # queued messages without yielding).
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+
+    async def _publish_intents(self, intents: list[Intent]) -> None:
+        for intent in intents:
             await self._publish_intent(intent)
 
     async def _publish_intent(self, intent: Intent) -> None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from arb_common.settings import CommonSettings
 from pydantic import Field, model_validator
+
+from arb_common.settings import CommonSettings
 
 
 def _default_qty() -> dict[str, Decimal]:

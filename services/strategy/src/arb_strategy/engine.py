@@ -91,14 +91,21 @@ class Engine:
         self.venue_ready: dict[str, bool] | None = None
 
     # ------------------------------------------------------------ input
-    def on_book(self, book: Book) -> Decision:
+    def remember(self, book: Book) -> SymbolState | None:
+        """Keep ``book`` as its venue's latest (without deciding); None if it is not used."""
         st = self.symbols.get(book.symbol)
         if st is None or book.venue not in self.fees:
-            return Decision()
+            return None
         prev = st.books.get(book.venue)
         if prev is not None and book.recv_ts < prev.recv_ts:
-            return Decision()  # out of order: keep the newer book
+            return None  # out of order: keep the newer book
         st.books[book.venue] = book
+        return st
+
+    def on_book(self, book: Book) -> Decision:
+        st = self.remember(book)
+        if st is None:
+            return Decision()
         now = self.clock.now_ns()
         fresh = self.fresh_books(book.symbol, now)
         if st.trade is not None:

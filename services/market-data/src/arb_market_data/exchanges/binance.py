@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import orjson
+
 from arb_common.errors import DecodeError
 from arb_common.messages import Level
 from arb_common.money import D
