@@ -113,3 +113,13 @@ async def cleanup_streams(nats_url: str, bus_prefix: str):  # type: ignore[no-un
                 await js.delete_stream(info.config.name)
     finally:
         await nc.close()
+
+
+@pytest.fixture
+async def venue_sim():  # type: ignore[no-untyped-def]
+    """The real venue simulator in-process on ephemeral ports (Binance REST + WS, dev keys)."""
+    from arb_venue_sim.config import SimSettings
+    from arb_venue_sim.testing import running_simulator
+
+    async with running_simulator(SimSettings(venues="alpha,beta", sim_base_port=1)) as sim:
+        yield sim

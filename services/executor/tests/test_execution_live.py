@@ -15,8 +15,9 @@ from arb_executor.arbitrage import IntentExecutor
 from arb_executor.gate import Gate
 from arb_executor.legs import client_order_id
 from arb_executor.venue_client import VenueClient
+from arb_venue_sim.testing import RunningSim as SimHandle
 
-from .conftest import SimHandle, stream_messages
+from .conftest import stream_messages
 
 pytestmark = pytest.mark.integration
 

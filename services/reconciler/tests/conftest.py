@@ -12,8 +12,6 @@ import pytest
 
 from arb_common.bus import Bus
 from arb_executor.venue_client import VenueOrder
-from arb_venue_sim.config import SimSettings
-from arb_venue_sim.testing import RunningSim, running_simulator
 
 STATE_ALEMBIC = Path(__file__).resolve().parents[2] / "state" / "alembic.ini"
 
@@ -68,13 +66,3 @@ async def wait_until(pred: Any, timeout: float = 10.0, step: float = 0.05) -> No
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(step)
-
-
-SimHandle = RunningSim  # the real venue simulator (``arb_venue_sim``) in this event loop
-
-
-@pytest.fixture
-async def venue_sim() -> AsyncIterator[RunningSim]:
-    """venue-sim in-process on ephemeral ports: real Binance REST with signed requests."""
-    async with running_simulator(SimSettings(venues="alpha,beta", sim_base_port=1)) as sim:
-        yield sim

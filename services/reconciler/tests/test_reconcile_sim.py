@@ -20,8 +20,9 @@ from arb_executor.legs import client_order_id
 from arb_executor.venue_client import VenueClient
 from arb_reconciler.app import VenueGate
 from arb_reconciler.reconcile import Ledger, Reconciler
+from arb_venue_sim.testing import RunningSim as SimHandle
 
-from .conftest import SimHandle, wait_until
+from .conftest import wait_until
 from .test_reconcile import messages
 
 pytestmark = pytest.mark.integration
