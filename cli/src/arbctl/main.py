@@ -256,5 +256,58 @@ def trading(
         raise typer.Exit(1)
 
 
+# ---------------------------------------------------------------- sessions
+
+
+@app.command("sessions")
+def sessions_cmd(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+                 ) -> None:
+    """Sessions in the ledger (newest first): id, mode, status, start, stop."""
+    from arbctl import sessions
+
+    try:
+        with sessions.ledger(default_home(), _port_offset()) as url:
+            rows = sessions.list_sessions(url)
+    except sessions.SessionError as exc:
+        _fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps({"items": rows}) + "\n")
+        return
+    table = Table(title="sessions")
+    for col in ("id", "mode", "status", "started_at", "stopped_at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(r[c] or "-") for c in ("id", "mode", "status", "started_at",
+                                                     "stopped_at")))
+    console.print(table)
+
+
+@app.command()
+def reset(
+    mode: Annotated[Mode, typer.Option("--mode", help="The mode to reset.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Really do it.")] = False,
+) -> None:
+    """Clear one mode's Redis namespace and close its sessions in the ledger (never another
+    mode's). Refuses without --yes and while a stack of that mode runs."""
+    from arbctl import sessions
+
+    if not yes:
+        _fail(f"reset clears every {mode.value} session's hot state and closes its sessions; "
+              "add --yes to do it", 2)
+    home = default_home()
+    state = read_state(home) or {}
+    redis_url = os.environ.get("ARB_REDIS_URL") or (
+        state.get("urls", {}).get("redis") if running_supervisor(home) else None)
+    prefix = os.environ.get("ARB_BUS_PREFIX", state.get("bus_prefix", "")) or ""
+    try:
+        with sessions.ledger(home, _port_offset()) as url:
+            done = sessions.reset_mode(home, mode.value, url, redis_url, prefix)
+    except sessions.SessionError as exc:
+        _fail(str(exc))
+    if redis_url is None:
+        done["redis"] = "embedded Redis not running (it keeps nothing on disk)"
+    sys.stdout.write(json.dumps(done) + "\n")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
