@@ -39,7 +39,7 @@ from report import print_table, summarize, write_json  # noqa: E402
 
 from arb_common.messages import Envelope, FillEvent, Intent, OrderEvent, decode  # noqa: E402
 from arb_common.subjects import Subjects  # noqa: E402
-from arbctl.stack import Stack  # noqa: E402
+from arbctl.stack import Stack, free_port_offset  # noqa: E402
 
 BASES = ["BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "AVAX", "DOT", "LINK", "LTC", "TRX", "BCH"]
 
@@ -200,12 +200,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--symbols", type=int, default=10)
     ap.add_argument("--rate", type=int, default=20, help="simulated book updates/s per symbol")
-    ap.add_argument("--port-offset", type=int, default=41000)
+    ap.add_argument("--port-offset", type=int, default=None,
+                    help="default: a free offset below the ephemeral port range")
     args = ap.parse_args()
     symbols = [f"{b}-USDT" for b in BASES[: args.symbols]]
     configure_env(symbols, args.rate)
     home = Path(tempfile.mkdtemp(prefix="arb-bench-"))
-    stack = Stack(home, mode="live", session_mode="clean", port_offset=args.port_offset,
+    offset = free_port_offset() if args.port_offset is None else args.port_offset
+    stack = Stack(home, mode="live", session_mode="clean", port_offset=offset,
                   bus_prefix="bench")
     print(f"starting stack in {home} ({len(symbols)} symbols x 2 venues, {args.rate} upd/s)")
     stack.start()

@@ -8,7 +8,6 @@ behaviour (ports, env, state file, status, failure reporting) is what is tested.
 from __future__ import annotations
 
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -17,7 +16,13 @@ from typer.testing import CliRunner
 
 from arbctl import engines
 from arbctl.main import app
-from arbctl.stack import ENGINE_PORTS, PROCESS_NAMES, Stack, StackError, read_state
+from arbctl.stack import (
+    PROCESS_NAMES,
+    Stack,
+    StackError,
+    free_port_offset,
+    read_state,
+)
 
 DUMMY = """
 import http.server, json, os
@@ -38,14 +43,7 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["ARB_HTTP_PORT"])), H).serve
 
 
 def _free_offset() -> int:
-    """A port offset under which every port of the stack is free."""
-    for _ in range(50):
-        offset = random.randrange(20000, 40000, 10)
-        ports = [p + offset for p in (*ENGINE_PORTS.values(), 8081, 8082, 8083, 8084, 8085,
-                                      8090, 8091, 8092)]
-        if not any(engines.port_open(p) for p in ports):
-            return offset
-    raise RuntimeError("no free port offset")
+    return free_port_offset()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ own order lists must agree exactly.
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -17,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from arbctl.stack import ExternalUrls, Stack
+from arbctl.stack import ExternalUrls, Stack, free_port_offset
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -27,7 +26,7 @@ TRADE_WAIT_S = float(os.environ.get("ARB_E2E_TRADE_WAIT_S", "150"))
 @pytest.fixture
 def stack(tmp_path: Path, nats_url: str, fresh_database: str, redis_url: str,
           bus_prefix: str) -> Iterator[Stack]:
-    offset = 30000 + secrets.randbelow(200) * 20
+    offset = free_port_offset()
     s = Stack(tmp_path / "arb", mode="live", session_mode="clean", port_offset=offset,
               external=ExternalUrls(nats_url, fresh_database, redis_url), bus_prefix=bus_prefix)
     s.start()

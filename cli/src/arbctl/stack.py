@@ -48,6 +48,21 @@ PROCESS_NAMES: tuple[str, ...] = (*ENGINE_PORTS, *(name for name, _, _ in SERVIC
 ALEMBIC_INI = Path("services/state/alembic.ini")
 
 
+def free_port_offset(low: int = 1000, high: int = 16000, venues: int = 2) -> int:
+    """A port offset under which every port of the stack is free and below the kernel's
+    ephemeral range (32768+), where an outgoing connection's local port could take it."""
+    import random
+
+    bases = (*ENGINE_PORTS.values(), *(p for _, _, p in SERVICES),
+             *(SIM_BASE_PORT + i for i in range(venues)))
+    for _ in range(100):
+        offset = random.randrange(low, high, 10)
+        ports = [b + offset for b in bases]
+        if max(ports) < 32768 and not any(engines.port_open(p) for p in ports):
+            return offset
+    raise StackError("no free port offset below 32768")
+
+
 class StackError(RuntimeError):
     """The stack cannot start, or did not become healthy."""
 
