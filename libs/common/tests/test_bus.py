@@ -10,6 +10,8 @@ import pytest
 
 from arb_common.bus import DLQ, Bus, Delivery
 from arb_common.messages import Envelope, FillEvent, VenueReady
+from arb_common.testing import connected_bus
+from arb_common.testing import wait_until as _wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,20 +24,9 @@ def _fill(trade_id: str) -> FillEvent:
 
 @pytest.fixture
 async def bus(nats_url: str, bus_prefix: str, cleanup_streams: None) -> Any:
-    b = Bus(nats_url, service="test", session="s1", mode="paper", prefix=bus_prefix)
-    await b.connect()
-    await b.provision()
-    await b.provision()  # idempotent
-    yield b
-    await b.close()
-
-
-async def _wait_for(pred: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not pred():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+    async with connected_bus(nats_url, bus_prefix, session="s1") as b:
+        await b.provision()  # idempotent
+        yield b
 
 
 async def test_republish_with_same_id_is_dropped_by_jetstream(bus: Bus) -> None:

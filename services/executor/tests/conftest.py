@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,17 +9,13 @@ import nats.errors
 import pytest
 
 from arb_common.bus import Bus
+from arb_common.testing import connected_bus
 
 
 @pytest.fixture
 async def bus(nats_url: str, bus_prefix: str, cleanup_streams: None) -> AsyncIterator[Bus]:
-    b = Bus(nats_url, service="executor", session="test", mode="paper", prefix=bus_prefix)
-    await b.connect()
-    await b.provision()
-    try:
+    async with connected_bus(nats_url, bus_prefix, "executor", mode="paper") as b:
         yield b
-    finally:
-        await b.close()
 
 
 async def stream_messages(bus: Bus, stream: str, subject: str) -> list[tuple[Any, Any]]:
@@ -43,9 +38,3 @@ async def stream_messages(bus: Bus, stream: str, subject: str) -> list[tuple[Any
     return out
 
 
-async def wait_until(pred: Any, timeout: float = 10.0, step: float = 0.05) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not pred():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(step)

@@ -9,12 +9,13 @@ import pytest
 
 from arb_common.bus import Bus
 from arb_common.messages import Book, FillEvent, Intent, OrderEvent, RiskEvent, VenueReady, decode
+from arb_common.testing import wait_until
 from arb_executor.arbitrage import IntentExecutor
 from arb_executor.gate import Gate, GateClosed
 from arb_executor.paper import BookCache, PaperVenue
 from arb_executor.venue_client import MarketRules
 
-from .conftest import stream_messages, wait_until
+from .conftest import stream_messages
 
 pytestmark = pytest.mark.integration
 

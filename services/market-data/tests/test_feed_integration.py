@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from arb_common.bus import Bus
 from arb_common.messages import Book, VenueStatus, decode
+from arb_common.testing import wait_until as wait_for
 from arb_common.venues import VenueConfig
 from arb_market_data.app import MarketDataService
 from arb_market_data.config import MarketDataSettings
@@ -24,14 +25,6 @@ pytestmark = pytest.mark.integration
 
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Harness:

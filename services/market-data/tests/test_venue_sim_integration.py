@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from prometheus_client import REGISTRY
 
 from arb_common.bus import Bus
 from arb_common.messages import Book, decode
+from arb_common.testing import wait_until
 from arb_market_data.app import MarketDataService
 from arb_market_data.config import MarketDataSettings
 from arb_strategy.app import StrategyService
@@ -34,12 +36,7 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+wait_for = partial(wait_until, timeout=15.0)
 
 
 @dataclass

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from arb_common.bus import Bus
+from arb_common.testing import connected_bus
 from arb_executor.venue_client import VenueOrder
 
 STATE_ALEMBIC = Path(__file__).resolve().parents[2] / "state" / "alembic.ini"
@@ -30,13 +29,8 @@ def ledger_url(fresh_database: str) -> str:
 
 @pytest.fixture
 async def bus(nats_url: str, bus_prefix: str, cleanup_streams: None) -> AsyncIterator[Bus]:
-    b = Bus(nats_url, service="reconciler", session="test", mode="live", prefix=bus_prefix)
-    await b.connect()
-    await b.provision()
-    try:
+    async with connected_bus(nats_url, bus_prefix, "reconciler", mode="live") as b:
         yield b
-    finally:
-        await b.close()
 
 
 class FakeVenue:
@@ -60,9 +54,3 @@ class FakeVenue:
         return self.all.get(coid)
 
 
-async def wait_until(pred: Any, timeout: float = 10.0, step: float = 0.05) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not pred():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(step)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from arb_common.bus import Bus
 from arb_common.ledger import Balance, DiscrepancyRow, Order
 from arb_common.messages import FillEvent, Intent, OrderEvent
+from arb_common.testing import wait_until
 from arb_executor.arbitrage import IntentExecutor
 from arb_executor.gate import Gate
 from arb_executor.legs import client_order_id
@@ -22,7 +23,6 @@ from arb_reconciler.app import VenueGate
 from arb_reconciler.reconcile import Ledger, Reconciler
 from arb_venue_sim.testing import RunningSim as SimHandle
 
-from .conftest import wait_until
 from .test_reconcile import messages
 
 pytestmark = pytest.mark.integration

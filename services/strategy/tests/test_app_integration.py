@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import orjson
@@ -23,6 +23,7 @@ from arb_common.messages import (
     VenueStatus,
     decode,
 )
+from arb_common.testing import wait_until as wait_for
 from arb_strategy.app import StrategyService
 from arb_strategy.config import StrategySettings
 from arb_strategy.engine import trade_id_for
@@ -35,14 +36,6 @@ FEES = {"alpha": Decimal("0.001"), "beta": Decimal("0.001")}
 
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def settings_for(nats_url: str, prefix: str) -> StrategySettings:

@@ -83,7 +83,6 @@ class StrategyService:
         self.seen_fills = SeenIds()
         self._risk_sent: dict[tuple[str, str], int] = {}
         self.stopping = False
-        self._fills_task: asyncio.Task[None] | None = None
         # symbol -> its intent publish waiting for the PubAck (at most one per symbol)
         self._publishing: dict[str, asyncio.Task[None]] = {}
 
@@ -100,35 +99,18 @@ class StrategyService:
                 self.engine.set_venue_ready(venue, last[1].ready)
             elif self.engine.venue_ready is None or venue not in self.engine.venue_ready:
                 self.engine.set_venue_ready(venue, False)
-        self._fills_task = self.bus.consume(stream="EXEC", durable=EXEC_DURABLE,
-                                            filter_subject=subj.any("exec.>"),
-                                            handler=self.on_exec)
+        self.bus.consume(stream="EXEC", durable=EXEC_DURABLE,
+                         filter_subject=subj.any("exec.>"), handler=self.on_exec)
         logger.info("strategy started symbols=%s venues=%s trading_enabled=%s",
                     ",".join(self.engine.symbols), ",".join(self.engine.fees),
                     self.engine.trading_enabled)
 
     async def stop(self) -> None:
-        """Stop deciding and consuming, then close the NATS connection.
-
-        Workaround for libs/common: ``Bus.close()`` drains the connection, but nats-py pull
-        subscriptions never mark fetched messages done, so that drain always runs into its
-        30 s timeout (and a publish from a book handler during the drain would hang too).
-        Once no handler can start any more, a flush + close loses nothing of ours, and
-        ``Bus.close()`` then skips the drain.
-        """
+        """Stop deciding; let intents already decided land (PubAck, or abort). The bus's own
+        close (a later shutdown hook) cancels the consumer, flushes and closes NATS."""
         self.stopping = True
-        if self._publishing:  # intents decided: let their PubAcks (and any abort) land
+        if self._publishing:
             await asyncio.wait(list(self._publishing.values()), timeout=10.0)
-        if self._fills_task is not None:
-            self._fills_task.cancel()
-            await asyncio.gather(self._fills_task, return_exceptions=True)
-        nc = self.bus.nc
-        if not nc.is_closed:
-            try:
-                await nc.flush(timeout=2)
-            except Exception as exc:  # noqa: BLE001 - closing anyway
-                logger.warning("flush before close failed error=%r", exc)
-            await nc.close()
 
     async def _restore_trading(self) -> None:
         last = await self.bus.last_message("CTL", self.bus.subjects.ctl_event("trading"))
