@@ -199,6 +199,18 @@ def _spawn(name: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
 # ---------------------------------------------------------------- NATS
 
 
+def _launch(name: str, argv: list[str], log: Path, base: Path, port: int, url: str,
+            ready: Callable[[], bool]) -> Engine:
+    """Spawn an engine, wait until ``ready()``, and wrap it (terminated if it never gets there)."""
+    proc = _spawn(name, argv, log)
+    try:
+        _wait_until(ready, lambda: proc.poll() is None, f"{name} on port {port}", log)
+    except EngineError:
+        _terminate(proc, name)
+        raise
+    return Engine(name, url, port, proc.pid, base, lambda: _terminate(proc, name))
+
+
 def start_nats(data_dir: str | os.PathLike[str], port: int = 14222) -> Engine:
     """NATS with JetStream, file storage under ``<data_dir>/nats``."""
     base = Path(data_dir) / "nats"
@@ -209,15 +221,8 @@ def start_nats(data_dir: str | os.PathLike[str], port: int = 14222) -> Engine:
     port = _claim_port("nats", port)
     argv = [str(binary), "-a", "127.0.0.1", "-p", str(port), "-js",
             "-sd", str(base / "jetstream"), "-P", str(pidfile), "-n", f"arb-dev-{port}"]
-    proc = _spawn("nats", argv, log)
-    try:
-        _wait_until(lambda: _nats_ready(port), lambda: proc.poll() is None,
-                    f"nats-server on port {port}", log)
-    except EngineError:
-        _terminate(proc, "nats")
-        raise
-    return Engine("nats", f"nats://127.0.0.1:{port}", port, proc.pid, base,
-                  lambda: _terminate(proc, "nats"))
+    return _launch("nats", argv, log, base, port, f"nats://127.0.0.1:{port}",
+                   lambda: _nats_ready(port))
 
 
 def _nats_ready(port: int) -> bool:
@@ -255,15 +260,8 @@ def start_redis(data_dir: str | os.PathLike[str], port: int = 16379) -> Engine:
     argv = [str(redis_binary()), "--bind", "127.0.0.1", "--port", str(port),
             "--save", "", "--appendonly", "no", "--dir", str(base),
             "--pidfile", str(pidfile), "--daemonize", "no", "--protected-mode", "no"]
-    proc = _spawn("redis", argv, log)
-    try:
-        _wait_until(lambda: _redis_ping(port), lambda: proc.poll() is None,
-                    f"redis-server on port {port}", log)
-    except EngineError:
-        _terminate(proc, "redis")
-        raise
-    return Engine("redis", f"redis://127.0.0.1:{port}/0", port, proc.pid, base,
-                  lambda: _terminate(proc, "redis"))
+    return _launch("redis", argv, log, base, port, f"redis://127.0.0.1:{port}/0",
+                   lambda: _redis_ping(port))
 
 
 def _redis_ping(port: int) -> bool:
