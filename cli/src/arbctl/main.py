@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from arb_common.settings import Mode
 from arbctl import control, engines, status, view
 from arbctl.stack import (
     ExternalUrls,
@@ -41,12 +42,6 @@ app = typer.Typer(help="Run and operate the arbitrage dev stack.", no_args_is_he
                   add_completion=False)
 console = Console()
 err = Console(stderr=True)
-
-
-class Mode(StrEnum):
-    paper = "paper"
-    shadow = "shadow"
-    live = "live"
 
 
 class SessionMode(StrEnum):

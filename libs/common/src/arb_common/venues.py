@@ -34,7 +34,8 @@ class VenueConfig:
     maker_fee: str = "0.001"
 
 
-def _secret(name: str) -> str:
+def read_secret(name: str) -> str:
+    """``name`` from the environment, else from the file ``$ARB_SECRETS_DIR/<name lower>``."""
     value = os.environ.get(name, "")
     secrets_dir = os.environ.get("ARB_SECRETS_DIR")
     if not value and secrets_dir:
@@ -57,8 +58,8 @@ def from_env(venue: str) -> VenueConfig | None:
         dialect=os.environ.get(f"ARB_VENUE_{up}_DIALECT", "binance"),
         rest_url=rest.rstrip("/"),
         ws_url=ws.rstrip("/"),
-        api_key=_secret(f"ARB_VENUE_{up}_API_KEY"),
-        api_secret=_secret(f"ARB_VENUE_{up}_API_SECRET"),
+        api_key=read_secret(f"ARB_VENUE_{up}_API_KEY"),
+        api_secret=read_secret(f"ARB_VENUE_{up}_API_SECRET"),
         taker_fee=os.environ.get(f"ARB_VENUE_{up}_TAKER_FEE", "0.001"),
         maker_fee=os.environ.get(f"ARB_VENUE_{up}_MAKER_FEE", "0.001"),
     )

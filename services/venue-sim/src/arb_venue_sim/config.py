@@ -7,16 +7,15 @@ Every setting is an ``ARB_*`` environment variable (pydantic-settings, see
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from arb_common.money import D
 from arb_common.settings import CommonSettings
+from arb_common.venues import read_secret
 
 
 class SimSettings(CommonSettings):
@@ -131,22 +130,12 @@ class Credentials:
         return f"Credentials(api_key={self.api_key[:8]}..., api_secret=***)"
 
 
-def _env_or_secret_file(name: str) -> str:
-    value = os.environ.get(name, "")
-    secrets_dir = os.environ.get("ARB_SECRETS_DIR")
-    if not value and secrets_dir:
-        path = Path(secrets_dir) / name.lower()
-        if path.exists():
-            value = path.read_text().strip()
-    return value
-
-
 def venue_credentials(venue: str, seed: int) -> Credentials:
     """Dev account keys: ``ARB_VENUE_SIM_<ID>_API_KEY`` / ``_API_SECRET`` (env or secrets dir),
     else derived deterministically from the seed (64 hex chars each, like Binance HMAC keys)."""
     up = venue.upper()
-    key = _env_or_secret_file(f"ARB_VENUE_SIM_{up}_API_KEY")
-    secret = _env_or_secret_file(f"ARB_VENUE_SIM_{up}_API_SECRET")
+    key = read_secret(f"ARB_VENUE_SIM_{up}_API_KEY")
+    secret = read_secret(f"ARB_VENUE_SIM_{up}_API_SECRET")
     if not key:
         key = hashlib.sha256(f"arb-venue-sim:{seed}:{venue}:key".encode()).hexdigest()
     if not secret:
