@@ -10,10 +10,10 @@ import redis.asyncio as aioredis
 from sqlalchemy.engine import Engine
 from state_helpers import event, fill
 
+from arb_common.positions import PositionState
 from arb_common.runtime import Readiness
 from arb_state.hot import REDIS_ERRORS, HotState
 from arb_state.ingest import PositionUpdate, ingest_batch
-from arb_state.positions import PositionState
 from arb_state.queries import load_positions
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"

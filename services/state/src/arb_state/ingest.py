@@ -7,7 +7,7 @@
 - Fills are ``INSERT ... ON CONFLICT (mode, venue, venue_trade_id) DO NOTHING RETURNING``;
   only the fills actually inserted move positions (so a redelivery never double counts).
 - Positions are locked (``SELECT ... FOR UPDATE``, in key order so concurrent writers cannot
-  deadlock) and updated with :mod:`arb_state.positions`.
+  deadlock) and updated with :mod:`arb_common.positions`.
 
 The same rules decide inside the batch (Python fold) and against the stored row (SQL), so
 several state replicas sharing the durable consumer stay correct.
@@ -30,8 +30,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from arb_common.ledger import Fill, Order, OrderStatusHistory, Position
 from arb_common.messages import Envelope, FillEvent, OrderEvent
-
-from .positions import PositionState, apply_fill, fee_in_quote
+from arb_common.positions import PositionState, apply_fill, fee_in_quote
 
 logger = logging.getLogger(__name__)
 

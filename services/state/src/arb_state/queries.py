@@ -21,9 +21,9 @@ from sqlalchemy.engine import Engine
 
 from arb_common.ledger import Fill, Order, Position, SessionRow
 from arb_common.money import to_str
+from arb_common.positions import PositionState
 
 from .ingest import PositionUpdate
-from .positions import PositionState
 
 
 class CursorError(ValueError):
@@ -215,7 +215,7 @@ def summary(engine: Engine, mode: str | None, session: str | None) -> dict[str, 
     signed = case((f.side == "buy", f.quantity), else_=-f.quantity)
     cash = case((f.side == "sell", f.quantity * f.price), else_=-f.quantity * f.price)
     asset = func.upper(f.fee_asset)
-    # Fee in the quote asset, valued like arb_state.positions.fee_in_quote (others: 0).
+    # Fee in the quote asset, valued like arb_common.positions.fee_in_quote (others: 0).
     fee_q = case(
         (asset == func.split_part(f.symbol, "-", 2), f.fee),
         (asset == func.split_part(f.symbol, "-", 1), f.fee * f.price),

@@ -40,6 +40,14 @@ class StrategySettings(CommonSettings):
     trading_enabled: bool = True
     # At most one RiskEvent per symbol and kind this often (the metric counts every block).
     risk_event_interval_s: float = Field(default=10.0, ge=0)
+    # Snapshots (saved through the state service): this often, after every closed trade, on
+    # graceful shutdown and on `arbctl snapshot`.
+    snapshot_interval_s: float = Field(default=300.0, gt=0, le=86_400)
+    # Restore at start: wait this long per attempt for the state service to answer.
+    restore_request_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    # Redis hot state (guard, cooldowns, heartbeat): flush interval and re-sync check interval.
+    hot_flush_s: float = Field(default=0.05, gt=0, le=60)
+    hot_check_s: float = Field(default=2.0, gt=0, le=300)
 
     @model_validator(mode="after")
     def _quantities(self) -> StrategySettings:

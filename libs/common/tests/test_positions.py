@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arb_state.positions import PositionState, apply_fill, fee_in_quote
+from arb_common.positions import PositionState, apply_fill, fee_in_quote
 
 D = Decimal
 

@@ -1,4 +1,4 @@
-"""Average-cost position accounting (pure: no I/O).
+"""Average-cost position accounting (pure: no I/O), shared by state (ledger) and strategy.
 
 One position per (mode, session, venue, symbol). ``quantity`` is signed (short < 0);
 ``avg_price`` is the average entry price of the open quantity (0 when flat);
