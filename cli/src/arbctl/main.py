@@ -4,10 +4,12 @@
     arbctl down
     arbctl status [--json]
     arbctl trading off|on
+    arbctl snapshot
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -249,6 +251,29 @@ def trading(
     sys.stdout.write(json.dumps(reply) + "\n")
     if isinstance(reply, dict) and reply.get("ok") is False:
         raise typer.Exit(1)
+
+
+@app.command()
+def snapshot(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 15.0,
+) -> None:
+    """Take a strategy snapshot now (request on ctl.strategy.snapshot); prints its id."""
+    from arb_common.subjects import Subjects
+
+    url, prefix = control.bus_target(read_state(default_home()), _port_offset())
+    subject = Subjects(prefix).ctl("strategy", "snapshot")
+    try:
+        data = asyncio.run(control._request(url, subject, b"{}", timeout))
+    except control.ControlError as exc:
+        _fail(str(exc))
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        _fail(f"reply on {subject} is not JSON: {data[:200]!r}")
+    sys.stdout.write(json.dumps(reply) + "\n")
+    if not isinstance(reply, dict) or reply.get("ok") is not True:
+        error = reply.get("error") if isinstance(reply, dict) else None
+        _fail(f"the strategy did not take a snapshot: {error or reply}")
 
 
 # ---------------------------------------------------------------- sessions

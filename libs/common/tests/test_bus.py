@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -59,7 +60,7 @@ async def test_undecodable_message_goes_to_dlq_and_consumer_keeps_going(bus: Bus
     seen: list[str] = []
     before = DLQ.labels(bus.subjects.stream_name("EXEC"), "decode")._value.get()
 
-    async def batch(ds: list[Delivery]) -> None:
+    async def batch(ds: Sequence[Delivery]) -> None:
         seen.extend(d.payload.venue_trade_id for d in ds)
 
     bus.consume(stream="EXEC", durable="t-dlq", filter_subject=bus.subjects.any("exec.>"),
@@ -104,3 +105,74 @@ async def test_publish_recreates_a_stream_that_vanished(bus: Bus) -> None:
     await bus.js.delete_stream(bus.subjects.stream_name("EXEC"))
     ack = await bus.publish(bus.subjects.fill("alpha", "BTC-USDT"), _fill("11"), "fill:alpha:11")
     assert ack.stream == bus.subjects.stream_name("EXEC")
+
+
+async def test_publish_stamps_the_envelope_with_the_given_decision_time(bus: Bus) -> None:
+    subject = bus.subjects.fill("alpha", "BTC-USDT")
+    await bus.publish(subject, _fill("20"), "fill:alpha:20", ts=123_456)
+    got = await bus.last_message("EXEC", subject)
+    assert got is not None and got[0].ts == 123_456
+
+
+async def test_follow_replays_from_a_sequence_then_follows_live_in_order(bus: Bus) -> None:
+    subject = bus.subjects.fill("alpha", "BTC-USDT")
+    for i in range(1, 6):
+        await bus.publish(subject, _fill(str(i)), f"fill:alpha:{i}")
+    seen: list[tuple[int, str]] = []
+
+    async def handler(seq: int, env: Envelope, payload: Any) -> None:
+        seen.append((seq, payload.venue_trade_id))
+
+    follower = bus.follow(stream="EXEC", filter_subject=bus.subjects.any("exec.>"),
+                          start_seq=3, handler=handler, name="t-follow")
+    await asyncio.wait_for(follower.caught_up.wait(), 5)
+    assert seen == [(3, "3"), (4, "4"), (5, "5")]
+    await bus.publish(subject, _fill("6"), "fill:alpha:6")
+    await _wait_for(lambda: len(seen) == 4)
+    assert seen[-1] == (6, "6") and follower.last_seq == 6
+
+
+async def test_follow_with_nothing_to_replay_is_caught_up_at_once(bus: Bus) -> None:
+    async def handler(seq: int, env: Envelope, payload: Any) -> None:
+        raise AssertionError("nothing to hand over")
+
+    follower = bus.follow(stream="EXEC", filter_subject=bus.subjects.any("exec.>"),
+                          start_seq=1, handler=handler)
+    await asyncio.wait_for(follower.caught_up.wait(), 0.9)  # not after an empty fetch (1 s)
+
+
+async def test_follow_survives_its_consumer_vanishing_without_gap_or_repeat(bus: Bus) -> None:
+    subject = bus.subjects.fill("alpha", "BTC-USDT")
+    seen: list[int] = []
+
+    async def handler(seq: int, env: Envelope, payload: Any) -> None:
+        seen.append(seq)
+
+    follower = bus.follow(stream="EXEC", filter_subject=None, start_seq=1, handler=handler)
+    await bus.publish(subject, _fill("1"), "fill:alpha:1")
+    await _wait_for(lambda: seen == [1])
+    stream = bus.subjects.stream_name("EXEC")
+    for name in await bus.js.consumers_info(stream):  # deleted under it (e.g. server restart)
+        await bus.js.delete_consumer(stream, name.name)
+    for i in range(2, 5):
+        await bus.publish(subject, _fill(str(i)), f"fill:alpha:{i}")
+    await _wait_for(lambda: seen[-1:] == [4], timeout=15)
+    assert seen == [1, 2, 3, 4]
+    assert follower.last_seq == 4
+
+
+async def test_follow_dead_letters_an_undecodable_message_and_moves_on(bus: Bus) -> None:
+    subject = bus.subjects.fill("alpha", "BTC-USDT")
+    await bus.js.publish(subject, b"{broken")
+    await bus.publish(subject, _fill("2"), "fill:alpha:2")
+    seen: list[int] = []
+
+    async def handler(seq: int, env: Envelope, payload: Any) -> None:
+        seen.append(seq)
+
+    follower = bus.follow(stream="EXEC", filter_subject=bus.subjects.any("exec.>"),
+                          start_seq=1, handler=handler)
+    await asyncio.wait_for(follower.caught_up.wait(), 5)
+    assert seen == [2] and follower.last_seq == 2
+    info = await bus.js.stream_info(bus.subjects.stream_name("DLQ"))
+    assert info.state.messages == 1

@@ -12,6 +12,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from arb_common.ledger import Base
+from arb_state.partitions import is_partition
 
 DEFAULT_URL = "postgresql+psycopg://arb@127.0.0.1:15432/arb"
 
@@ -25,10 +26,16 @@ def database_url() -> str:
     return str(url)
 
 
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Autogenerate compares the parents only: monthly partitions are made at run time."""
+    return not (type_ == "table" and name is not None and is_partition(name))
+
+
 def run_offline() -> None:
     context.configure(
         url=database_url(),
         target_metadata=Base.metadata,
+        include_name=include_name,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
     )
@@ -39,13 +46,15 @@ def run_offline() -> None:
 def run_online() -> None:
     connection = context.config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=Base.metadata)
+        context.configure(connection=connection, target_metadata=Base.metadata,
+                          include_name=include_name)
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_engine(database_url(), poolclass=pool.NullPool)
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=Base.metadata, compare_type=True)
+        context.configure(connection=conn, target_metadata=Base.metadata, compare_type=True,
+                          include_name=include_name)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

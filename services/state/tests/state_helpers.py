@@ -25,6 +25,10 @@ def migrate(url: str, target: str = "head") -> None:
     command.upgrade(alembic_config(url), target)
 
 
+def downgrade(url: str, target: str) -> None:
+    command.downgrade(alembic_config(url), target)
+
+
 def event(
     payload: Any, msg_id: str | None = None, *, mode: str = "paper", session: str = "s1",
     ts: int = T0,

@@ -1,16 +1,20 @@
-"""Query API over a real ledger: filters, keyset pagination, summary, 422s."""
+"""Query API over a real ledger: filters, keyset pagination, summary, sync status, 422s."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from state_helpers import T0, event, fill, order
 
+from arb_common.ledger import DiscrepancyRow, ReconRun
 from arb_common.runtime import ServiceRuntime
+from arb_common.settings import Mode
 from arb_state.api import register
 from arb_state.config import StateSettings
 from arb_state.ingest import ingest_batch
@@ -20,7 +24,7 @@ S = 1_000_000_000
 
 @pytest.fixture
 async def client(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
-    settings = StateSettings(session="s1", mode="paper")
+    settings = StateSettings(session="s1", mode=Mode.paper)
     rt = ServiceRuntime("state", settings)
     register(rt.app, lambda: engine, settings)
     transport = httpx.ASGITransport(app=rt.app)
@@ -149,3 +153,56 @@ async def test_summary_counts_closed_round_trips_and_winrate(
     assert other["total"]["trades"] == 0
     every = (await client.get("/api/summary", params={"session": "all", "mode": "all"})).json()
     assert every["total"]["trades"] == 2
+
+
+async def test_sync_status_shows_each_venues_last_run_with_its_discrepancies(
+    engine: Engine, client: httpx.AsyncClient
+) -> None:
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(ReconRun), [
+            {"venue": "alpha", "run_id": "a1", "started_at": t, "duration_ms": 12.5, "ok": True,
+             "error": ""},
+            {"venue": "alpha", "run_id": "a2", "started_at": t + timedelta(minutes=5),
+             "duration_ms": 40.0, "ok": False, "error": "2 discrepancies"},
+            {"venue": "beta", "run_id": "b1", "started_at": t + timedelta(minutes=1),
+             "duration_ms": 8.0, "ok": True, "error": ""},
+        ])  # fmt: skip
+        conn.execute(insert(DiscrepancyRow), [
+            {"run_id": run, "venue": "alpha", "kind": kind, "detail": detail,
+             "resolution": resolution, "client_order_id": coid, "ts": t + timedelta(seconds=s)}
+            for run, kind, detail, resolution, coid, s in (
+                ("a1", "stale_order", "old run", "recorded", None, 0),
+                ("a2", "missing_order", "c9 not on venue", "marked_rejected", "c9", 301),
+                ("a2", "balance_drift", "USDT -1", "recorded", None, 302),
+            )
+        ])  # fmt: skip
+    body = (await client.get("/api/sync_status")).json()
+    assert body["ok"] is False  # alpha's last run failed
+    alpha, beta = body["venues"]
+    assert (alpha["venue"], alpha["run_id"], alpha["ok"], alpha["duration_ms"], alpha["error"]) \
+        == ("alpha", "a2", False, 40.0, "2 discrepancies")
+    assert alpha["started_at"] == "2024-01-01T00:05:00+00:00"
+    assert [(d["kind"], d["resolution"], d["client_order_id"]) for d in alpha["discrepancies"]] \
+        == [("missing_order", "marked_rejected", "c9"), ("balance_drift", "recorded", None)]
+    assert alpha["discrepancies"][0]["detail"] == "c9 not on venue"
+    assert (beta["venue"], beta["run_id"], beta["ok"], beta["discrepancies"]) == (
+        "beta", "b1", True, [])
+    only_beta = (await client.get("/api/sync_status", params={"venue": "beta"})).json()
+    assert only_beta["ok"] is True and [v["venue"] for v in only_beta["venues"]] == ["beta"]
+    r = await client.get("/api/sync_status", params={"venue": "Beta!"})
+    assert r.status_code == 422 and "venue" in r.json()["detail"]
+
+
+async def test_sync_status_before_any_reconciliation(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/api/sync_status")).json() == {"ok": False, "venues": []}
+
+
+async def test_ledger_not_connected_answers_503() -> None:
+    settings = StateSettings(session="s1", mode=Mode.paper)
+    rt = ServiceRuntime("state", settings)
+    register(rt.app, lambda: None, settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=rt.app),
+                                 base_url="http://state") as c:  # fmt: skip
+        for path in ("/api/summary", "/api/trades", "/api/sync_status", "/api/equity"):
+            assert (await c.get(path)).status_code == 503

@@ -1,8 +1,10 @@
-"""Batch → ledger: idempotency, lifecycle order, atomic batches (real PostgreSQL)."""
+"""Batch → ledger: idempotency, lifecycle order, atomic batches, history, concurrency (real
+PostgreSQL); every behaviour for both writers (the SQLAlchemy twin and the async pipeline)."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -12,8 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from state_helpers import T0, event, fill, order
 
-from arb_common.ledger import Fill, Order, OrderStatusHistory, Position
-from arb_state.ingest import IngestResult, LedgerWriter, ingest_batch
+from arb_common.ledger import Fill, Order, OrderStatusHistory, Position, PositionHistory
+from arb_common.messages import OrderEvent
+from arb_state.ingest import IngestResult, LedgerWriter, ingest_batch, ns_to_dt
 
 D = Decimal
 S = 1_000_000_000  # one second in ns
@@ -47,12 +50,12 @@ def _count(engine: Engine, model: type) -> int:
         return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
 
 
-def _position(engine: Engine, venue: str = "alpha", symbol: str = "BTC-USDT") -> Position:
+def _position(engine: Engine, venue: str = "alpha", symbol: str = "BTC-USDT") -> Any:
+    """The positions row (columns as attributes)."""
     with engine.connect() as conn:
-        row = conn.execute(
+        return conn.execute(
             select(Position).where(Position.venue == venue, Position.symbol == symbol)
         ).one()
-    return row  # type: ignore[no-any-return]
 
 
 def test_same_fill_and_order_events_twice_make_one_row_each(engine: Engine, ingest: Ingest) -> None:
@@ -140,3 +143,119 @@ def test_mode_and_session_from_the_envelope_key_every_row(engine: Engine, ingest
     with engine.connect() as conn:
         keys = {(r.mode, r.session) for r in conn.execute(select(Position))}
     assert keys == {("paper", "s1"), ("live", "s2")}
+
+
+def test_stream_seq_is_stored_and_each_position_change_is_in_history(
+    engine: Engine, ingest: Ingest
+) -> None:
+    batch = [
+        (*event(fill("t1", "buy", "1", "100", fee="0.1", ts=T0)), 11),
+        (*event(fill("t2", "buy", "1", "110", ts=T0 + S)), 12),
+        (*event(fill("t3", "sell", "2", "120", ts=T0 + 2 * S)), 13),
+    ]
+    ingest(batch)
+    ingest(batch)  # redelivered: no fill, no history row
+    with engine.connect() as conn:
+        seqs = conn.execute(select(Fill.venue_trade_id, Fill.stream_seq).order_by(Fill.id)).all()
+        hist = conn.execute(select(PositionHistory).order_by(PositionHistory.id)).all()
+    assert [tuple(r) for r in seqs] == [("t1", 11), ("t2", 12), ("t3", 13)]
+    assert [(h.venue_trade_id, h.stream_seq, h.quantity, h.avg_price, h.realized_pnl)
+            for h in hist] == [
+        ("t1", 11, D(1), D(100), D("-0.1")),
+        ("t2", 12, D(2), D(105), D("-0.1")),
+        ("t3", 13, D(0), D(0), D("29.9")),
+    ]  # fmt: skip
+    assert hist[-1].ts > hist[0].ts
+
+
+def test_partial_fills_move_order_and_position_step_by_step(
+    engine: Engine, ingest: Ingest
+) -> None:
+    ingest([event(order("c1", "ACKED", qty="1", venue_order_id="v1"))])
+    ingest([event(order("c1", "PARTIALLY_FILLED", "0.3", avg="100", ts=T0 + S)),
+            event(fill("t1", "buy", "0.3", "100", coid="c1", ts=T0 + S))])
+    mid = _position(engine)
+    ingest([event(fill("t2", "buy", "0.7", "101", coid="c1", ts=T0 + 2 * S)),
+            event(order("c1", "FILLED", "1", avg="100.7", ts=T0 + 2 * S)),
+            event(order("c1", "PARTIALLY_FILLED", "0.3", ts=T0 + S))])  # stale, redelivered
+    with engine.connect() as conn:
+        o = conn.execute(select(Order)).one()
+    assert mid.quantity == D("0.3")
+    assert (o.status, o.filled_quantity, o.avg_price, o.venue_order_id) == (
+        "FILLED", D(1), D("100.7"), "v1")
+    pos = _position(engine)
+    assert (pos.quantity, pos.avg_price) == (D(1), D("100.7"))
+    assert _count(engine, PositionHistory) == 2
+
+
+def test_only_new_fills_of_a_mixed_batch_move_positions(engine: Engine, ingest: Ingest) -> None:
+    ingest([event(fill("t1", "buy", "1", "100"))])
+    result = ingest([event(fill("t1", "buy", "1", "100")), event(fill("t2", "buy", "2", "100")),
+                     event(fill("t3", "sell", "1", "100", venue="beta"))])
+    assert (result.fills, result.fills_inserted) == (3, 2)
+    assert {(p.venue, p.state.quantity) for p in result.positions} == {
+        ("alpha", D(3)), ("beta", D(-1))}
+    assert _position(engine).quantity == D(3)
+
+
+def test_concurrent_writers_with_overlapping_batches_do_not_deadlock(engine: Engine) -> None:
+    """Four writers (two async pipelines, two SQLAlchemy threads) ingest the same events in
+    different orders at once: every fill is booked exactly once, every order ends FILLED."""
+    url = engine.url.render_as_string(hide_password=False)
+    venues, symbols = ("alpha", "beta"), ("BTC-USDT", "ETH-USDT", "SOL-USDT")
+    events = []
+    for n in range(120):
+        venue, symbol = venues[n % 2], symbols[n % 3]
+        events.append(event(order(f"c{n}", "FILLED", "1", venue=venue, symbol=symbol,
+                                  ts=T0 + n * S), f"o{n}"))
+        events.append(event(order(f"c{n}", "ACKED", venue=venue, symbol=symbol, ts=T0), f"a{n}"))
+        events.append(event(fill(f"t{n}", "buy", "1", "100", venue=venue, symbol=symbol,
+                                 coid=f"c{n}"), f"f{n}"))
+    rng = random.Random(7)
+    orders = []
+    for _ in range(4):
+        shuffled = events[:]
+        rng.shuffle(shuffled)
+        orders.append([shuffled[i:i + 48] for i in range(0, len(shuffled), 48)])
+
+    async def pipeline(batches: list[list[Any]]) -> None:
+        writer = LedgerWriter(url)
+        try:
+            for b in batches:
+                await writer.ingest(b)
+        finally:
+            await writer.close()
+
+    def threaded(batches: list[list[Any]]) -> None:
+        for b in batches:
+            ingest_batch(engine, b)
+
+    async def run() -> None:
+        await asyncio.wait_for(asyncio.gather(
+            pipeline(orders[0]), pipeline(orders[1]),
+            asyncio.to_thread(threaded, orders[2]), asyncio.to_thread(threaded, orders[3]),
+        ), timeout=120)  # fmt: skip
+
+    asyncio.run(run())
+    assert _count(engine, Fill) == 120 and _count(engine, PositionHistory) == 120
+    with engine.connect() as conn:
+        statuses = conn.execute(select(Order.status, func.count()).group_by(Order.status)).all()
+        total = conn.execute(select(func.sum(Position.quantity))).scalar_one()
+        created = conn.execute(select(func.count()).where(Order.created_at == ns_to_dt(T0))
+                               ).scalar_one()
+    assert [tuple(r) for r in statuses] == [("FILLED", 120)]
+    assert total == D(120) and created == 120
+
+
+def test_any_text_round_trips_exactly(engine: Engine, ingest: Ingest) -> None:
+    odd = 'venue said: "no", {x,y} \\ back\\slash NULL ü\t'
+    ev = OrderEvent(
+        venue="alpha", symbol="BTC-USDT", client_order_id="c1", side="buy",
+        quantity=D("1E-7"), filled_quantity=D(0), status="REJECTED", reason=odd,
+        intent_id="NULL", trade_id="",
+    )  # fmt: skip
+    ingest([event(ev)])
+    with engine.connect() as conn:
+        row = conn.execute(select(Order.reason, Order.intent_id, Order.trade_id, Order.quantity,
+                                  Order.venue_order_id)).one()
+    assert tuple(row) == (odd, "NULL", "", D("0.0000001"), None)

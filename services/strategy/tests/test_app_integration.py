@@ -11,77 +11,38 @@ from decimal import Decimal
 import orjson
 import pytest
 from prometheus_client import REGISTRY
+from strategy_helpers import (
+    FEES,
+    SnapshotResponder,
+    new_strategy,
+    open_gate,
+    publish_books,
+    settings_for,
+    wide_books,
+)
 
 from arb_common.bus import Bus
-from arb_common.messages import (
-    Book,
-    FillEvent,
-    Intent,
-    RiskEvent,
-    TradingControl,
-    VenueReady,
-    VenueStatus,
-    decode,
-)
+from arb_common.messages import FillEvent, Intent, RiskEvent, TradingControl, VenueStatus, decode
 from arb_common.testing import wait_until as wait_for
 from arb_strategy.app import StrategyService
-from arb_strategy.config import StrategySettings
 from arb_strategy.engine import trade_id_for
 from arb_strategy.spread import best_quote
 
 pytestmark = pytest.mark.integration
-
-FEES = {"alpha": Decimal("0.001"), "beta": Decimal("0.001")}
 
 
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def settings_for(nats_url: str, prefix: str) -> StrategySettings:
-    return StrategySettings(nats_url=nats_url, bus_prefix=prefix, session="itest",
-                            symbols="BTC-USDT,ETH-USDT", cooldown_s=0,
-                            max_exposure_default=Decimal("100000"))
-
-
-async def new_bus(nats_url: str, prefix: str, service: str) -> Bus:
-    bus = Bus(nats_url, service=service, session="itest", mode="paper", prefix=prefix)
-    await bus.connect()
-    await bus.provision()
-    return bus
-
-
 @pytest.fixture
-async def buses(nats_url: str, bus_prefix: str, cleanup_streams: None
-                ) -> AsyncIterator[tuple[Bus, Bus]]:
-    strat = await new_bus(nats_url, bus_prefix, "strategy")
-    md = await new_bus(nats_url, bus_prefix, "market-data")
-    for venue in FEES:  # the reconciler's gate is open for both venues
-        await md.publish(md.subjects.ready(venue), VenueReady(venue=venue, ready=True, run_id="r"),
-                         f"ready:{venue}:r:1")
-    yield strat, md
-    await strat.close()
-    await md.close()
-
-
-def lv(*pairs: tuple[str, str]) -> list[tuple[Decimal, Decimal]]:
-    return [(Decimal(p), Decimal(q)) for p, q in pairs]
-
-
-def wide_books(seq: int, symbol: str = "BTC-USDT") -> tuple[Book, Book]:
-    now = time.time_ns()
-    a = Book(venue="alpha", symbol=symbol, seq=seq, bids=lv(("60000", "1")),
-             asks=lv(("60010", "0.005"), ("60012", "1")), recv_ts=now - 1000)
-    b = Book(venue="beta", symbol=symbol, seq=seq + 1, bids=lv(("60200", "1")),
-             asks=lv(("60210", "1")), recv_ts=now)
-    return a, b
-
-
-async def publish_books(md: Bus, *books: Book) -> None:
-    for bk in books:
-        await md.publish_fast(md.subjects.book(bk.venue, bk.symbol), bk,
-                              f"book:{bk.venue}:{bk.symbol}:{bk.seq}")
-    await md.nc.flush()
+async def buses(md_bus: Bus, snapshots: SnapshotResponder, nats_url: str, bus_prefix: str
+                ) -> AsyncIterator[tuple[StrategyService, Bus]]:
+    """A live strategy (restored through the stand-in state service) and the other side."""
+    await open_gate(md_bus)
+    svc = await new_strategy(nats_url, bus_prefix)
+    yield svc, md_bus
+    await svc.bus.close()
 
 
 async def last_intent(bus: Bus, symbol: str) -> tuple[str, Intent] | None:
@@ -95,10 +56,8 @@ async def last_intent(bus: Bus, symbol: str) -> tuple[str, Intent] | None:
 
 
 async def test_crafted_books_produce_the_open_intent_with_the_contract_msg_id(
-        buses: tuple[Bus, Bus], nats_url: str, bus_prefix: str) -> None:
-    strat, md = buses
-    svc = StrategyService(settings_for(nats_url, bus_prefix), strat, FEES)
-    await svc.start()
+        buses: tuple[StrategyService, Bus], nats_url: str, bus_prefix: str) -> None:
+    svc, md = buses
     a, b = wide_books(100)
     await publish_books(md, a, b)
     got: list[tuple[str, Intent] | None] = [None]
@@ -126,10 +85,8 @@ async def test_crafted_books_produce_the_open_intent_with_the_contract_msg_id(
 
 
 async def test_malformed_bus_messages_are_counted_and_do_not_stop_the_strategy(
-        buses: tuple[Bus, Bus], nats_url: str, bus_prefix: str) -> None:
-    strat, md = buses
-    svc = StrategyService(settings_for(nats_url, bus_prefix), strat, FEES)
-    await svc.start()
+        buses: tuple[StrategyService, Bus], nats_url: str, bus_prefix: str) -> None:
+    svc, md = buses
     dlq = metric("arb_bus_dlq_total", stream="core", reason="decode")
     wrong = metric("arb_strategy_bad_messages_total", kind="not_a_book")
     subject = md.subjects.book("alpha", "ETH-USDT")
@@ -148,10 +105,8 @@ async def test_malformed_bus_messages_are_counted_and_do_not_stop_the_strategy(
 
 
 async def test_trading_control_replies_persists_and_is_restored(
-        buses: tuple[Bus, Bus], nats_url: str, bus_prefix: str) -> None:
-    strat, md = buses
-    svc = StrategyService(settings_for(nats_url, bus_prefix), strat, FEES)
-    await svc.start()
+        buses: tuple[StrategyService, Bus], nats_url: str, bus_prefix: str) -> None:
+    svc, md = buses
     subject = md.subjects.ctl("strategy", "trading")
     reply = await md.nc.request(subject, b'{"enabled": false}', timeout=5)
     assert orjson.loads(reply.data) == {"ok": True, "enabled": False, "persisted": True}
@@ -174,10 +129,8 @@ async def test_trading_control_replies_persists_and_is_restored(
 
 
 async def test_fills_complete_a_trade_and_feed_the_risk_guard_once(
-        buses: tuple[Bus, Bus], nats_url: str, bus_prefix: str) -> None:
-    strat, md = buses
-    svc = StrategyService(settings_for(nats_url, bus_prefix), strat, FEES)
-    await svc.start()
+        buses: tuple[StrategyService, Bus], nats_url: str, bus_prefix: str) -> None:
+    svc, md = buses
     legs = [("alpha", "buy", "60000", "open"), ("beta", "sell", "60200", "open"),
             ("beta", "buy", "60100", "close"), ("alpha", "sell", "60090", "close")]
     for i, (venue, side, price, action) in enumerate(legs):
@@ -196,15 +149,13 @@ async def test_fills_complete_a_trade_and_feed_the_risk_guard_once(
     await asyncio.sleep(1.5)  # let the pull consumer run a few empty fetches
     started = time.monotonic()
     await svc.stop()
-    await strat.close()
+    await svc.bus.close()
     assert time.monotonic() - started < 5  # graceful stop does not sit in a drain timeout
 
 
 async def test_a_risk_block_publishes_a_risk_event(
-        buses: tuple[Bus, Bus], nats_url: str, bus_prefix: str) -> None:
-    strat, md = buses
-    svc = StrategyService(settings_for(nats_url, bus_prefix), strat, FEES)
-    await svc.start()
+        buses: tuple[StrategyService, Bus], nats_url: str, bus_prefix: str) -> None:
+    svc, md = buses
     svc.guard.record_trade_pnl("BTC-USDT", Decimal("-1000"))
     await publish_books(md, *wide_books(900))
     got: list[RiskEvent] = []

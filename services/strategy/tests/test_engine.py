@@ -164,8 +164,8 @@ def _leg(intent, side: str, status: str, filled: str):  # type: ignore[no-untype
     from arb_common.messages import OrderEvent
 
     return OrderEvent(venue=intent.buy_venue if side == "buy" else intent.sell_venue,
-                      symbol=intent.symbol, client_order_id=f"c-{side}", side=side,
-                      quantity=intent.quantity, filled_quantity=Decimal(filled), status=status,
+                      symbol=intent.symbol, client_order_id=f"c-{side}", side=side,  # type: ignore[arg-type]
+                      quantity=intent.quantity, filled_quantity=Decimal(filled), status=status,  # type: ignore[arg-type]
                       intent_id=intent.intent_id, trade_id=intent.trade_id)
 
 
@@ -198,3 +198,70 @@ def test_a_partially_filled_open_closes_only_what_filled() -> None:
     clock.advance(0.1)
     [closed] = feed(engine, clock, *REVERTED, seq=3)
     assert closed.action == "close" and closed.quantity == Decimal("0.4")
+
+
+# ---------------------------------------------------------------- memory
+
+
+def _restarted(engine: Engine) -> tuple[Engine, ManualClock]:
+    """A new engine (another process) restored from ``engine``'s state through JSON."""
+    import orjson
+
+    fresh, clock = make()
+    fresh.restore_state(orjson.loads(orjson.dumps(engine.get_state())))
+    return fresh, clock
+
+
+def test_state_round_trips_open_trade_open_legs_and_cooldown_exactly() -> None:
+    engine, clock = make(cooldown_s=5.0)
+    [opened] = feed(engine, clock, *WIDE, seq=1)
+    engine.on_order(_leg(opened, "buy", "FILLED", "1"))
+    engine.on_order(_leg(opened, "sell", "PARTIALLY_FILLED", "0.5"))  # not terminal yet
+    fresh, _ = _restarted(engine)
+    assert fresh.get_state() == engine.get_state()
+    assert fresh.open_trades() == engine.open_trades()
+    state = engine.get_state()
+    assert state["open"]["BTC-USDT"]["trade_id"] == opened.trade_id
+    assert state["open_legs"] == {"BTC-USDT": {"buy": "1"}}
+    clock.advance(1)
+    [closed] = feed(engine, clock, *REVERTED, seq=5)
+    fresh, _ = _restarted(engine)
+    assert fresh.get_state() == engine.get_state()
+    assert engine.get_state()["closing"]["BTC-USDT"]["trade_id"] == opened.trade_id
+    engine.published(closed)  # on the bus: nothing to undo any more
+    assert engine.get_state()["closing"] == {}
+    assert engine.get_state()["cooldown_until"] == {"BTC-USDT": clock.now_ns() + 5 * NS}
+
+
+def test_the_open_trade_holds_what_its_intent_says_so_the_intent_rebuilds_it() -> None:
+    engine, clock = make()
+    decision = engine.on_book(book("alpha", "100.0", "100.1", seq=7, recv_ts=T0 - 5))
+    decision = engine.on_book(book("beta", "100.6", "100.7", seq=42, recv_ts=T0))
+    [intent] = decision.intents
+    assert decision.ts == clock.now_ns()
+    fresh, _ = make()
+    assert fresh.reconcile_intent(intent, decision.ts)
+    assert fresh.get_state() == engine.get_state()
+    assert not fresh.reconcile_intent(intent, decision.ts)  # idempotent
+
+
+def test_the_last_close_intent_leaves_the_symbol_flat_cooling_down_from_its_time() -> None:
+    engine, clock = make(cooldown_s=5.0)
+    feed(engine, clock, *WIDE, seq=1)
+    before = engine.get_state()
+    clock.advance(3)
+    decision = engine.on_book(book("alpha", "100.2", "100.3", seq=20, recv_ts=clock.now_ns()))
+    decision = engine.on_book(book("beta", "100.0", "100.1", seq=21, recv_ts=clock.now_ns()))
+    [closed] = decision.intents
+    engine.published(closed)
+    fresh, _ = make(cooldown_s=5.0)
+    fresh.restore_state(before)  # the snapshot had the trade open
+    assert fresh.reconcile_intent(closed, decision.ts)
+    assert fresh.get_state() == engine.get_state()
+
+
+def test_restoring_a_state_of_an_unknown_symbol_ignores_it() -> None:
+    engine, _ = make()
+    engine.restore_state({"v": 1, "open": {}, "closing": {},
+                          "cooldown_until": {"DOGE-USDT": 5}, "open_legs": {}})
+    assert engine.get_state()["cooldown_until"] == {}

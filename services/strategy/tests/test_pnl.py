@@ -31,3 +31,20 @@ def test_round_trip_pnl_is_proceeds_minus_costs_minus_fees() -> None:
         + Decimal("0.36012")
     assert result.pnl == cash - fees
     assert t.on_fill(fill(6, "beta", "buy", "0.001", "1", "close")) is None  # already done
+
+
+def test_state_round_trips_open_trades_and_remembers_completed_ones() -> None:
+    import orjson
+
+    t = PnlTracker()
+    t.on_fill(fill(1, "alpha", "buy", "0.01", "60000", "open", "0.6"))
+    t.on_fill(fill(2, "beta", "sell", "0.01", "60100", "open", "0.601"))
+    t.on_fill(fill(3, "beta", "buy", "0.01", "60020", "close", "0.6002"))
+    t.on_fill(fill(4, "alpha", "buy", "0.2", "60000", "open", trade_id="T2"))
+    done = t.on_fill(fill(5, "alpha", "sell", "0.01", "60030", "close", "0.6003"))
+    assert done is not None
+    fresh = PnlTracker()
+    fresh.restore_state(orjson.loads(orjson.dumps(t.get_state())))
+    assert fresh.get_state() == t.get_state()
+    assert fresh.on_fill(fill(6, "beta", "buy", "0.001", "1", "close")) is None  # T1 done
+    assert fresh.open_trades() == 1  # T2

@@ -7,6 +7,8 @@
 - :meth:`Bus.consume`: durable pull consumer, explicit ack only after the handler's effect,
   finite ``max_deliver`` with backoff; undecodable messages and messages that exhausted their
   deliveries go to ``dlq.<stream>`` with the reason (counted, never fatal).
+- :meth:`Bus.follow`: ordered read by stream sequence (replay from a sequence, then live) for
+  owners of in-memory state that track the last sequence they applied themselves.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import nats
@@ -38,6 +40,9 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import DecodeError, TemporaryError
 from .messages import Envelope, decode, encode
 from .subjects import STREAMS, Subjects
+
+if TYPE_CHECKING:
+    from .follow import Follower
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +77,7 @@ class Delivery:
 
 
 Handler = Callable[[Envelope, Any], Awaitable[None]]
+SeqHandler = Callable[[int, Envelope, Any], Awaitable[None]]  # (stream sequence, env, payload)
 BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
 LaneKey = Callable[[Envelope, Any], str]
 
@@ -206,25 +212,33 @@ class Bus:
             await self._nc.close()
 
     # ------------------------------------------------------------ publish
-    def envelope(self, payload: msgspec.Struct, msg_id: str) -> bytes:
+    def envelope(self, payload: msgspec.Struct, msg_id: str, ts: int | None = None) -> bytes:
         return encode(
             payload,
             msg_id=msg_id,
             source=self.service,
             session=self.session,
             mode=self.mode,
-            ts=self.clock.now_ns(),
+            ts=self.clock.now_ns() if ts is None else ts,
         )
 
     async def publish(
-        self, subject: str, payload: msgspec.Struct, msg_id: str, *, timeout: float = 30.0
+        self,
+        subject: str,
+        payload: msgspec.Struct,
+        msg_id: str,
+        *,
+        timeout: float = 30.0,
+        ts: int | None = None,
     ) -> PubAck:
         """Publish durably: returns only once JetStream acknowledged the message.
 
         Retries timeouts with the same ``Nats-Msg-Id`` (deduplicated by the stream) for up
-        to ``timeout`` seconds, then raises :class:`TemporaryError`.
+        to ``timeout`` seconds, then raises :class:`TemporaryError`. ``ts`` stamps the
+        envelope with the time the decision was taken (default: now), so a restart that
+        re-reads the message recomputes exactly what was derived from that time.
         """
-        data = self.envelope(payload, msg_id)
+        data = self.envelope(payload, msg_id, ts)
         return await self.publish_raw(subject, data, msg_id, timeout=timeout)
 
     async def publish_raw(
@@ -355,6 +369,28 @@ class Bus:
         task = asyncio.create_task(consumer.run(), name=f"consume:{durable}")
         self._tasks.append(task)
         return task
+
+    def follow(
+        self,
+        *,
+        stream: str,
+        filter_subject: str | None,
+        start_seq: int,
+        handler: SeqHandler,
+        name: str = "follow",
+    ) -> Follower:
+        """Hand every message of ``stream`` (matching ``filter_subject``; None: all) from
+        ``start_seq`` on to ``handler`` in stream order, replaying what is stored, then
+        following live (a task; the bus cancels it on close). See
+        :class:`arb_common.follow.Follower`."""
+        from .follow import Follower
+
+        follower = Follower(self, stream=self.subjects.stream_name(stream),
+                            filter_subject=filter_subject, start_seq=start_seq,
+                            handler=handler, name=name)
+        follower.task = asyncio.create_task(follower.run(), name=f"follow:{name}")
+        self._tasks.append(follower.task)
+        return follower
 
     async def _dead_letter(self, stream: str, subject: str, data: bytes, reason: str) -> None:
         DLQ.labels(stream, reason.split(":", 1)[0]).inc()
@@ -551,3 +587,4 @@ class _Consumer:
             else:
                 delay = self.backoff[min(n - 1, len(self.backoff) - 1)]
                 await d.msg.nak(delay=delay)
+

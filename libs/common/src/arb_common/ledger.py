@@ -5,21 +5,29 @@ Schema changes only through Alembic (``services/state/migrations``). Every migra
 line (:func:`check_schema_current`).
 
 Money and quantities are ``NUMERIC(38,18)`` (``Decimal`` in Python); times are
-``timestamptz`` (timezone-aware UTC ``datetime``). ``mode`` is part of every business key,
-so paper rows can never be mistaken for live ones.
+``timestamptz`` (timezone-aware UTC ``datetime``); parameters and documents are ``JSONB``.
+``mode`` is part of every business key, so paper rows can never be mistaken for live ones.
+
+``fills`` and ``orders`` are partitioned by month (``ts`` / ``created_at``; see
+``arb_state.partitions``). PostgreSQL only enforces a unique constraint on a partitioned
+table if it contains the partition key, so their business keys live in the unpartitioned key
+tables :class:`FillKey` and :class:`OrderKey`, written in the same transaction as the row.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
+    ForeignKey,
     Index,
+    Integer,
     MetaData,
     Numeric,
     String,
@@ -27,6 +35,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .errors import ConfigError
@@ -36,7 +45,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Alembic revisions in order; HEAD is the newest. Bump both with each migration.
-REVISIONS: tuple[str, ...] = ("0001_ledger",)
+REVISIONS: tuple[str, ...] = ("0001_ledger", "0002_memory")
 HEAD = REVISIONS[-1]
 
 MIGRATE_HINT = "run `alembic -c services/state/alembic.ini upgrade head` (or `make migrate`)"
@@ -46,6 +55,11 @@ TsTz = DateTime(timezone=True)
 
 # Open (non-terminal) order statuses, as in docs/CONTRACTS.md.
 OPEN_STATUSES: tuple[str, ...] = ("NEW", "SUBMITTED", "ACKED", "PARTIALLY_FILLED", "UNKNOWN")
+# The WHERE clause of the partial "open orders only" indexes.
+OPEN_ORDERS_SQL = "status IN ({})".format(", ".join(f"'{s}'" for s in OPEN_STATUSES))
+
+# Tables partitioned by month: table -> partition key column.
+PARTITIONED: dict[str, str] = {"fills": "ts", "orders": "created_at"}
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -74,16 +88,26 @@ class SessionRow(Base):
 
 
 class Order(Base):
-    """Latest known state of one order; status only moves forward in the lifecycle."""
+    """Latest known state of one order; status only moves forward in the lifecycle.
+
+    Partitioned by month of ``created_at`` (the first event seen of the order); unique on
+    (mode, venue, client_order_id) through :class:`OrderKey`.
+    """
 
     __tablename__ = "orders"
     __table_args__ = (
-        UniqueConstraint("mode", "venue", "client_order_id"),
+        Index(None, "mode", "venue", "client_order_id"),
         Index(None, "session", "created_at"),
         Index(None, "symbol", "created_at"),
         Index(None, "trade_id"),
+        Index("ix_orders_open_mode_venue", "mode", "venue",
+              postgresql_where=text(OPEN_ORDERS_SQL)),
+        Index("ix_orders_open_session_created_at", "session", "created_at",
+              postgresql_where=text(OPEN_ORDERS_SQL)),
+        {"postgresql_partition_by": "RANGE (created_at)"},
     )
 
+    # The primary key of a partitioned table must contain the partition key.
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     mode: Mapped[str]
     session: Mapped[str]
@@ -99,8 +123,19 @@ class Order(Base):
     intent_id: Mapped[str] = mapped_column(server_default=text("''"))
     trade_id: Mapped[str] = mapped_column(server_default=text("''"))
     reason: Mapped[str] = mapped_column(server_default=text("''"))
-    created_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(primary_key=True)
     updated_at: Mapped[datetime]
+
+
+class OrderKey(Base):
+    """Unique key of an order (unpartitioned) → the ``created_at`` its ``orders`` row has."""
+
+    __tablename__ = "order_keys"
+
+    mode: Mapped[str] = mapped_column(primary_key=True)
+    venue: Mapped[str] = mapped_column(primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime]
 
 
 class OrderStatusHistory(Base):
@@ -125,15 +160,21 @@ class OrderStatusHistory(Base):
 
 
 class Fill(Base):
-    """One execution (venue trade) of one of our orders."""
+    """One execution (venue trade) of one of our orders.
+
+    Partitioned by month of ``ts``; unique on (mode, venue, venue_trade_id) through
+    :class:`FillKey`. ``stream_seq`` is the EXEC stream sequence it arrived with (NULL for
+    rows written outside the bus path).
+    """
 
     __tablename__ = "fills"
     __table_args__ = (
-        UniqueConstraint("mode", "venue", "venue_trade_id"),
         Index(None, "session", "ts"),
         Index(None, "symbol", "ts"),
         Index(None, "trade_id"),
         Index(None, "mode", "venue", "client_order_id"),
+        Index(None, "mode", "session", "stream_seq"),
+        {"postgresql_partition_by": "RANGE (ts)"},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -149,10 +190,21 @@ class Fill(Base):
     price: Mapped[Decimal]
     fee: Mapped[Decimal]
     fee_asset: Mapped[str]
-    ts: Mapped[datetime]
+    ts: Mapped[datetime] = mapped_column(primary_key=True)
     intent_id: Mapped[str] = mapped_column(server_default=text("''"))
     trade_id: Mapped[str] = mapped_column(server_default=text("''"))
     ingested_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    stream_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class FillKey(Base):
+    """Unique key of a fill (unpartitioned): the dedupe of redelivered fill events."""
+
+    __tablename__ = "fill_keys"
+
+    mode: Mapped[str] = mapped_column(primary_key=True)
+    venue: Mapped[str] = mapped_column(primary_key=True)
+    venue_trade_id: Mapped[str] = mapped_column(primary_key=True)
 
 
 class Position(Base):
@@ -170,6 +222,100 @@ class Position(Base):
     realized_pnl: Mapped[Decimal] = mapped_column(server_default=text("0"))
     fees: Mapped[Decimal] = mapped_column(server_default=text("0"))  # quote-asset fees booked
     updated_at: Mapped[datetime]
+
+
+class PositionHistory(Base):
+    """The position after each change: one row per fill that moved it (in apply order)."""
+
+    __tablename__ = "position_history"
+    __table_args__ = (
+        Index(None, "mode", "session", "ts"),
+        Index(None, "symbol", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    mode: Mapped[str]
+    session: Mapped[str]
+    venue: Mapped[str]
+    symbol: Mapped[str]
+    quantity: Mapped[Decimal]
+    avg_price: Mapped[Decimal]
+    realized_pnl: Mapped[Decimal]
+    fees: Mapped[Decimal]
+    venue_trade_id: Mapped[str]  # the fill that made this change
+    stream_seq: Mapped[int | None] = mapped_column(BigInteger)
+    ts: Mapped[datetime]  # the fill's time
+
+
+class EquityHistory(Base):
+    """Equity of one session over time (realized + unrealized, quote asset)."""
+
+    __tablename__ = "equity_history"
+    __table_args__ = (Index(None, "mode", "session", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    mode: Mapped[str]
+    session: Mapped[str]
+    ts: Mapped[datetime]
+    equity: Mapped[Decimal]
+    realized: Mapped[Decimal]
+    unrealized: Mapped[Decimal]
+
+
+class IntentRow(Base):
+    """A strategy decision (``strat.intent.<symbol>``), as published."""
+
+    __tablename__ = "intents"
+    __table_args__ = (
+        UniqueConstraint("mode", "intent_id"),
+        Index(None, "session", "ts"),
+        Index(None, "trade_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    mode: Mapped[str]
+    session: Mapped[str]
+    intent_id: Mapped[str]
+    trade_id: Mapped[str]
+    symbol: Mapped[str]
+    action: Mapped[str] = mapped_column(String(8))
+    buy_venue: Mapped[str]
+    sell_venue: Mapped[str]
+    quantity: Mapped[Decimal]
+    buy_price: Mapped[Decimal]
+    sell_price: Mapped[Decimal]
+    net_spread_bps: Mapped[Decimal]
+    reason: Mapped[str] = mapped_column(server_default=text("''"))
+    ts: Mapped[datetime]
+    origin_ts: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))  # ns
+
+
+class SlippageAnalysis(Base):
+    """Expected (intent) versus realized (fill) price; ``slippage_bps`` > 0 = worse."""
+
+    __tablename__ = "slippage_analysis"
+    __table_args__ = (
+        UniqueConstraint("mode", "venue", "venue_trade_id"),
+        Index(None, "symbol", "ts"),
+        Index(None, "session", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    mode: Mapped[str]
+    session: Mapped[str]
+    venue: Mapped[str]
+    symbol: Mapped[str]
+    client_order_id: Mapped[str] = mapped_column(String(64))
+    venue_trade_id: Mapped[str]
+    intent_id: Mapped[str]
+    trade_id: Mapped[str]
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal]
+    expected_price: Mapped[Decimal]
+    realized_price: Mapped[Decimal]
+    slippage_bps: Mapped[Decimal]
+    slippage_quote: Mapped[Decimal]
+    ts: Mapped[datetime]
 
 
 class Balance(Base):
@@ -216,6 +362,182 @@ class DiscrepancyRow(Base):
     resolution: Mapped[str] = mapped_column(server_default=text("'recorded'"))
     client_order_id: Mapped[str | None]
     ts: Mapped[datetime]
+
+
+# ------------------------------------------------------------------ snapshots
+
+
+class SessionSnapshot(Base):
+    """One stored snapshot document (``arb_common.snapshots.Snapshot``) and its validity."""
+
+    __tablename__ = "session_snapshots"
+    __table_args__ = (
+        Index(None, "mode", "session", "component", "taken_at"),
+        Index(None, "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    snapshot_id: Mapped[str] = mapped_column(unique=True)
+    mode: Mapped[str]
+    session: Mapped[str]
+    component: Mapped[str]
+    reason: Mapped[str]
+    taken_at: Mapped[datetime]
+    exec_seq: Mapped[int] = mapped_column(BigInteger)
+    checksum: Mapped[str]
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(server_default=text("'stored'"))  # stored / invalid
+    invalid_reason: Mapped[str] = mapped_column(server_default=text("''"))
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+
+_SNAPSHOT_FK = "session_snapshots.snapshot_id"
+
+
+class PositionSnapshot(Base):
+    __tablename__ = "position_snapshots"
+    __table_args__ = (Index(None, "snapshot_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    snapshot_id: Mapped[str] = mapped_column(ForeignKey(_SNAPSHOT_FK, ondelete="CASCADE"))
+    venue: Mapped[str]
+    symbol: Mapped[str]
+    quantity: Mapped[Decimal]
+    avg_price: Mapped[Decimal]
+    realized_pnl: Mapped[Decimal]
+    fees: Mapped[Decimal]
+    fills: Mapped[int] = mapped_column(Integer)
+
+
+class MetricsSnapshot(Base):
+    """Per-symbol (``scope='symbol'``) or portfolio (``scope='portfolio'``, symbol ``''``)."""
+
+    __tablename__ = "metrics_snapshots"
+    __table_args__ = (Index(None, "snapshot_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    snapshot_id: Mapped[str] = mapped_column(ForeignKey(_SNAPSHOT_FK, ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(16))
+    symbol: Mapped[str] = mapped_column(server_default=text("''"))
+    realized_pnl: Mapped[Decimal]
+    trades: Mapped[int] = mapped_column(Integer)
+    wins: Mapped[int] = mapped_column(Integer)
+    losses: Mapped[int] = mapped_column(Integer)
+    gross_profit: Mapped[Decimal | None]  # symbol scope
+    gross_loss: Mapped[Decimal | None]  # symbol scope
+    peak: Mapped[Decimal | None]  # portfolio scope
+    max_drawdown: Mapped[Decimal | None]  # portfolio scope
+
+
+class RiskGuardSnapshot(Base):
+    __tablename__ = "risk_guard_snapshots"
+    __table_args__ = (Index(None, "snapshot_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    snapshot_id: Mapped[str] = mapped_column(ForeignKey(_SNAPSHOT_FK, ondelete="CASCADE"))
+    day: Mapped[int] = mapped_column(Integer)
+    daily_pnl: Mapped[Decimal]
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB)  # RiskGuard.get_state()
+
+
+# ------------------------------------------------------------------ diagnostics, research
+
+
+class Diagnostic(Base):
+    """A notable runtime observation (a service's self-report, a detected anomaly)."""
+
+    __tablename__ = "diagnostics"
+    __table_args__ = (
+        Index(None, "mode", "session", "ts"),
+        Index(None, "kind", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    mode: Mapped[str]
+    session: Mapped[str]
+    component: Mapped[str]
+    kind: Mapped[str]
+    level: Mapped[str] = mapped_column(String(16), server_default=text("'info'"))
+    symbol: Mapped[str] = mapped_column(server_default=text("''"))
+    venue: Mapped[str] = mapped_column(server_default=text("''"))
+    message: Mapped[str] = mapped_column(server_default=text("''"))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    ts: Mapped[datetime]
+
+
+class TuningResult(Base):
+    """One evaluated parameter set of a tuning run (e.g. a backtest sweep)."""
+
+    __tablename__ = "tuning_results"
+    __table_args__ = (
+        Index(None, "run_id"),
+        Index(None, "strategy", "symbol", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[str]
+    strategy: Mapped[str] = mapped_column(server_default=text("''"))
+    symbol: Mapped[str] = mapped_column(server_default=text("''"))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    score: Mapped[float | None] = mapped_column(Float)
+    period_start: Mapped[datetime | None]
+    period_end: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+
+class Strategy(Base):
+    __tablename__ = "strategies"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    kind: Mapped[str] = mapped_column(server_default=text("'spread_arbitrage'"))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+
+class Portfolio(Base):
+    """A node of the portfolio tree (``parent_id`` NULL = a root)."""
+
+    __tablename__ = "portfolios"
+    __table_args__ = (Index(None, "parent_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    # A parent with children cannot be deleted (no silent cascade through the tree).
+    parent_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("portfolios.id"))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+
+class PortfolioRule(Base):
+    """A rule applied to a portfolio (e.g. ``max_exposure``), parameters as JSONB."""
+
+    __tablename__ = "portfolio_rules"
+    __table_args__ = (Index(None, "portfolio_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    portfolio_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("portfolios.id", ondelete="CASCADE"))
+    kind: Mapped[str]
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+
+class StrategyPortfolioMap(Base):
+    """Which strategy belongs to which portfolio, with its capital weight."""
+
+    __tablename__ = "strategy_portfolio_map"
+    __table_args__ = (Index(None, "portfolio_id"),)
+
+    strategy_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("strategies.id", ondelete="CASCADE"), primary_key=True)
+    portfolio_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("portfolios.id", ondelete="CASCADE"), primary_key=True)
+    weight: Mapped[Decimal] = mapped_column(server_default=text("1"))
 
 
 # Short aliases for readers who expect the plain names.
@@ -266,19 +588,37 @@ async def check_schema_current_async(engine: AsyncEngine) -> None:
 __all__ = [
     "HEAD",
     "MIGRATE_HINT",
+    "OPEN_ORDERS_SQL",
     "OPEN_STATUSES",
+    "PARTITIONED",
     "REVISIONS",
     "Balance",
     "Base",
+    "Diagnostic",
     "Discrepancy",
     "DiscrepancyRow",
+    "EquityHistory",
     "Fill",
+    "FillKey",
+    "IntentRow",
+    "MetricsSnapshot",
     "Order",
+    "OrderKey",
     "OrderStatusHistory",
+    "Portfolio",
+    "PortfolioRule",
     "Position",
+    "PositionHistory",
+    "PositionSnapshot",
     "ReconRun",
+    "RiskGuardSnapshot",
     "Session",
     "SessionRow",
+    "SessionSnapshot",
+    "SlippageAnalysis",
+    "Strategy",
+    "StrategyPortfolioMap",
+    "TuningResult",
     "check_schema_current",
     "check_schema_current_async",
     "require_revision",

@@ -20,8 +20,10 @@ Example (hand-computed, tested): buy 1 @ 100 fee 0.1 USDT, sell 1 @ 110 fee 0.11
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Protocol
 
 ZERO = Decimal(0)
 
@@ -91,3 +93,52 @@ def apply_fill(
         realized_pnl=realized - fee,
         fees=pos.fees + fee,
     )
+
+
+# NUMERIC(38,18): the ledger's scale for money and quantities. Quantizing needs a 38-digit
+# context: in the default 28-digit one, any value >= 1e10 has no room for 18 decimals.
+LEDGER_SCALE = Decimal("1e-18")
+_LEDGER_CONTEXT = Context(prec=38, rounding=ROUND_HALF_EVEN)
+
+
+def quantize_position(s: PositionState) -> PositionState:
+    """Round to NUMERIC(38,18) (half even), so memory, Redis and the database hold the same
+    numbers."""
+    return PositionState(*(v.quantize(LEDGER_SCALE, context=_LEDGER_CONTEXT) for v in
+                           (s.quantity, s.avg_price, s.realized_pnl, s.fees)))
+
+
+class FillLike(Protocol):
+    """What :func:`replay` reads of a fill (a ledger row, a ``FillEvent``)."""
+
+    @property
+    def venue(self) -> str: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def side(self) -> str: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def price(self) -> Decimal: ...
+    @property
+    def fee(self) -> Decimal: ...
+    @property
+    def fee_asset(self) -> str: ...
+
+
+# (venue, symbol) -> (position, fills applied)
+Replayed = dict[tuple[str, str], tuple[PositionState, int]]
+
+
+def replay(fills: Iterable[FillLike]) -> Replayed:
+    """Average-cost positions of ``fills`` applied in order, each step rounded to
+    NUMERIC(38,18) (:func:`quantize_position`), with the number of fills per position."""
+    out: Replayed = {}
+    for f in fills:
+        key = (f.venue, f.symbol)
+        state, count = out.get(key, (PositionState(), 0))
+        state = apply_fill(state, side=f.side, quantity=f.quantity, price=f.price,
+                           fee_quote=fee_in_quote(f.symbol, f.fee, f.fee_asset, f.price))
+        out[key] = (quantize_position(state), count + 1)
+    return out

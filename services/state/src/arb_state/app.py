@@ -30,10 +30,16 @@ from arb_common.runtime import ServiceRuntime, connect_bus
 from arb_common.settings import load_settings
 
 from . import api
+from .analytics import EquityPoint, equity_loop, intent_batch_handler, slippage_loop
 from .config import StateSettings
 from .hot import HotState
-from .ingest import IngestResult, LedgerWriter, PositionUpdate, ingest_batch
+from .ingest import IngestEvent, IngestResult, LedgerWriter, PositionUpdate, ingest_batch
+from .marks import Marks
+from .partitions import run_maintenance
 from .queries import load_positions
+from .retention import retention_loop
+from .snapshots import SnapshotStore, ack_floor
+from .snapshots import register as register_snapshots
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +77,9 @@ class StateService:
         self.hot: HotState | None = None
         self._hot_task: asyncio.Task[None] | None = None
         self.bus: Bus | None = None
-        api.register(rt.app, lambda: self.engine, self.settings)
+        self.snapshots: SnapshotStore | None = None
+        self.marks = Marks()  # latest mids from md.book (unrealized PnL, equity)
+        api.register(rt.app, lambda: self.engine, self.settings, marks=self.marks)
         rt.info_extra["ledger_head"] = lambda: _head()
 
     # ------------------------------------------------------------ lifecycle
@@ -96,6 +104,7 @@ class StateService:
         self._update_gauges()
         rt.spawn(self.hot.run(rt.stopping, s.redis_check_s), "redis-watch")
         rt.spawn(self._watch_ledger(), "ledger-watch")
+        rt.spawn(self._maintain_partitions(), "partitions")
         self.bus = await connect_bus(rt)
         self.bus.consume(
             stream="EXEC",
@@ -105,6 +114,27 @@ class StateService:
             batch=s.ingest_batch,
             max_deliver=s.ingest_max_deliver,
         )
+        # Decisions (expected prices, for slippage) from STRAT, acked after their commit.
+        self.bus.consume(
+            stream="STRAT", durable="state-intents",
+            filter_subject=self.bus.subjects.any("strat.intent.>"),
+            batch_handler=intent_batch_handler(lambda: self.engine),
+            batch=s.ingest_batch, max_deliver=s.ingest_max_deliver,
+        )  # fmt: skip
+        await self.marks.start(self.bus)
+        self.snapshots = SnapshotStore(
+            self.engine, ack_floor(self.bus),
+            keep=s.snapshot_keep, keep_running=s.snapshot_keep_running,
+            verify_wait_s=s.snapshot_verify_wait_s,
+        )  # fmt: skip
+        await register_snapshots(self.bus, self.snapshots)
+        rt.spawn(retention_loop(self.engine, retention_days=s.snapshot_retention_days,
+                                keep=s.snapshot_keep, interval_s=s.maintenance_interval_s,
+                                stopping=rt.stopping), "snapshot-retention")
+        rt.spawn(slippage_loop(lambda: self.engine, rt.stopping, s.analytics_interval_s),
+                 "slippage")
+        rt.spawn(equity_loop(lambda: self.engine, self.marks, s.mode.value, rt.stopping,
+                             s.equity_interval_s, on_points=self._write_equity), "equity")
         logger.info("state ready mode=%s session=%s", s.mode.value, s.session)
 
     async def stop(self) -> None:
@@ -196,7 +226,7 @@ class StateService:
         assert self.engine is not None and self.writer is not None
         started = time.perf_counter()
         try:
-            events = [(d.env, d.payload) for d in deliveries]
+            events = [_event(d) for d in deliveries]
             result = await self.writer.ingest(events)
         except Exception as exc:
             DB_ERRORS.inc()
@@ -227,13 +257,17 @@ class StateService:
         await self.hot.write(positions)
         self._update_gauges()
 
+    async def _write_equity(self, points: list[EquityPoint]) -> None:
+        if self.hot is not None:
+            await self.hot.write_equity(points)
+
     async def _one_by_one(self, deliveries: Sequence[Delivery]) -> IngestResult:
         """Commit each event alone; dead-letter the ones the ledger refuses (poison)."""
         assert self.engine is not None
         total = IngestResult()
         for d in deliveries:
             try:
-                r = await asyncio.to_thread(ingest_batch, self.engine, [(d.env, d.payload)])
+                r = await asyncio.to_thread(ingest_batch, self.engine, [_event(d)])
             except Exception as exc:
                 if _is_transient(exc) or self.bus is None:
                     raise
@@ -249,6 +283,20 @@ class StateService:
             total.positions.extend(r.positions)
         return total
 
+    async def _maintain_partitions(self) -> None:
+        """Keep fills/orders monthly partitions created ahead (and DEFAULT emptied)."""
+        assert self.engine is not None
+        s = self.settings
+        while not self.rt.stopping.is_set():
+            try:
+                await asyncio.to_thread(run_maintenance, self.engine, s.partition_months_ahead)
+            except Exception as exc:  # noqa: BLE001 - retried next interval; ingest unaffected
+                logger.warning("partition maintenance failed, will retry error=%r", exc)
+            try:
+                await asyncio.wait_for(self.rt.stopping.wait(), timeout=s.maintenance_interval_s)
+            except TimeoutError:
+                pass
+
     def _update_gauges(self) -> None:
         if self.hot is None:
             return
@@ -261,6 +309,11 @@ class StateService:
             realized[symbol] = realized.get(symbol, Decimal(0)) + p.state.realized_pnl
         for symbol, value in realized.items():
             REALIZED.labels(symbol).set(float(value))
+
+
+def _event(d: Delivery) -> IngestEvent:
+    """(envelope, payload, EXEC stream sequence): the sequence is stored as fills.stream_seq."""
+    return d.env, d.payload, d.msg.metadata.sequence.stream
 
 
 def _ping(engine: Engine) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
@@ -23,6 +24,7 @@ from arb_common.keyspace import Keyspace
 from arb_common.money import to_str
 from arb_common.runtime import Readiness
 
+from .analytics import EquityPoint
 from .ingest import PositionUpdate
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,22 @@ class HotState:
                     continue
                 pipe.hset(key, mapping=position_fields(p))  # type: ignore[arg-type]
             await pipe.execute()
+
+    async def write_equity(self, points: Iterable[EquityPoint]) -> None:
+        """Latest equity per session (``equity:_:latest``, no TTL) and this service's
+        heartbeat (``heartbeat:state:ts``, TTL from the policy); never raises."""
+        if not self.in_sync:
+            return  # nothing to rewrite later: the next point supersedes this one
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for pt in points:
+                    pipe.hset(self.keyspace(pt.mode, pt.session).key("equity", "_", "latest"),
+                              mapping=pt.hot_fields())  # type: ignore[arg-type]
+                hb = self.own.key("heartbeat", "state", "ts")
+                pipe.set(hb, str(time.time_ns()), ex=Keyspace.ttl("heartbeat"))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
         REDIS_ERRORS.inc()

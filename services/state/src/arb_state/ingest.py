@@ -1,16 +1,27 @@
-"""One bus batch of ``exec.*`` events → one PostgreSQL transaction (idempotent).
+"""One bus batch of ``exec.*`` events → one PostgreSQL transaction (idempotent, set-based).
 
-- Orders are upserted on (mode, venue, client_order_id); the status only moves forward in
-  the lifecycle (:data:`STATUS_RANK`) and ``filled_quantity`` never decreases, so a stale or
-  redelivered event changes nothing. ``order_status_history`` gets one row per distinct
-  status (``ON CONFLICT DO NOTHING``).
-- Fills are ``INSERT ... ON CONFLICT (mode, venue, venue_trade_id) DO NOTHING RETURNING``;
-  only the fills actually inserted move positions (so a redelivery never double counts).
-- Positions are locked (``SELECT ... FOR UPDATE``, in key order so concurrent writers cannot
-  deadlock) and updated with :mod:`arb_common.positions`.
+- Orders are keyed on (mode, venue, client_order_id) in ``order_keys`` (``orders`` is
+  partitioned by month, so it cannot carry that unique key itself). The status only moves
+  forward in the lifecycle (:data:`STATUS_RANK`) and ``filled_quantity`` never decreases, so a
+  stale or redelivered event changes nothing. ``order_status_history`` gets one row per
+  distinct status (``ON CONFLICT DO NOTHING``).
+- Fills are deduplicated on (mode, venue, venue_trade_id) by ``fill_keys``: a fill row is
+  written only when its key was new (``WITH k AS (INSERT INTO fill_keys ... ON CONFLICT DO
+  NOTHING RETURNING ...) INSERT INTO fills ... JOIN k``). Only the fills actually inserted move
+  positions, so a redelivery never double counts. ``fills.stream_seq`` is the EXEC stream
+  sequence the event arrived with.
+- Positions are locked (in key order) and updated with :mod:`arb_common.positions`, rounded
+  to NUMERIC(38,18) after every fill (so the result does not depend on how events were
+  batched); ``position_history`` gets the position after each fill that moved it.
+- The consumer acks after :func:`ingest_batch` / :meth:`LedgerWriter.ingest` returned, i.e.
+  after the commit.
 
-The same rules decide inside the batch (Python fold) and against the stored row (SQL), so
-several state replicas sharing the durable consumer stay correct.
+Every statement is set-based: one per table per batch, the rows passed as arrays and expanded
+with ``unnest`` (no per-row statements). Both writers send the very same SQL (the SQLAlchemy
+twin through ``exec_driver_sql``). Locks are taken table by table in one order (order keys →
+fill keys → positions) and, within a table, in key order, so concurrent writers (several state
+replicas sharing the durable consumer) cannot deadlock; the same rules decide inside the batch
+(Python fold) and against the stored row (SQL).
 """
 
 from __future__ import annotations
@@ -19,16 +30,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Table, and_, case, func, or_, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from arb_common.ledger import Fill, Order, OrderStatusHistory, Position
 from arb_common.messages import Envelope, FillEvent, OrderEvent
 from arb_common.positions import PositionState, apply_fill, fee_in_quote
 
@@ -51,6 +58,8 @@ STATUS_RANK: dict[str, int] = {
 }
 
 PosKey = tuple[str, str, str, str]  # mode, session, venue, symbol
+# (envelope, payload) or (envelope, payload, EXEC stream sequence)
+IngestEvent = tuple[Envelope, Any] | tuple[Envelope, Any, int | None]
 
 
 def ns_to_dt(ns: int) -> datetime:
@@ -86,7 +95,7 @@ def order_wins(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 
 def merge_order(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Python twin of the SQL upsert in :func:`_upsert_orders` (used within one batch)."""
+    """Python twin of the SQL merge in :data:`SQL_ORDERS` (used within one batch)."""
     out = dict(old)
     if order_wins(old, new):
         out["status"] = new["status"]
@@ -101,6 +110,26 @@ def merge_order(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+ORDER_COLS = ("mode", "session", "venue", "symbol", "client_order_id", "venue_order_id", "side",
+              "quantity", "filled_quantity", "avg_price", "status", "intent_id", "trade_id",
+              "reason", "created_at", "updated_at")
+HISTORY_COLS = ("mode", "session", "venue", "client_order_id", "status", "filled_quantity",
+                "reason", "msg_id", "ts")
+FILL_COLS = ("mode", "session", "venue", "symbol", "client_order_id", "venue_order_id",
+             "venue_trade_id", "side", "quantity", "price", "fee", "fee_asset", "ts",
+             "intent_id", "trade_id", "stream_seq")
+POS_COLS = ("mode", "session", "venue", "symbol", "quantity", "avg_price", "realized_pnl",
+            "fees", "updated_at")
+POS_HISTORY_COLS = ("mode", "session", "venue", "symbol", "quantity", "avg_price",
+                    "realized_pnl", "fees", "venue_trade_id", "stream_seq", "ts")
+_TYPES = {
+    "quantity": "numeric", "filled_quantity": "numeric", "avg_price": "numeric",
+    "price": "numeric", "fee": "numeric", "realized_pnl": "numeric", "fees": "numeric",
+    "created_at": "timestamptz", "updated_at": "timestamptz", "ts": "timestamptz",
+    "stream_seq": "bigint",
+}  # fmt: skip; every other column is text
+
+
 def _order_row(env: Envelope, ev: OrderEvent) -> dict[str, Any]:
     ts = ns_to_dt(ev.ts or env.ts)
     return {
@@ -112,31 +141,38 @@ def _order_row(env: Envelope, ev: OrderEvent) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _fill_row(env: Envelope, ev: FillEvent) -> dict[str, Any]:
+def _fill_row(env: Envelope, ev: FillEvent, seq: int | None) -> dict[str, Any]:
     return {
         "mode": env.mode, "session": env.session, "venue": ev.venue, "symbol": ev.symbol,
         "client_order_id": ev.client_order_id, "venue_order_id": ev.venue_order_id,
         "venue_trade_id": ev.venue_trade_id, "side": ev.side, "quantity": ev.quantity,
         "price": ev.price, "fee": ev.fee, "fee_asset": ev.fee_asset,
         "ts": ns_to_dt(ev.ts or env.ts), "intent_id": ev.intent_id, "trade_id": ev.trade_id,
+        "stream_seq": seq,
     }  # fmt: skip
 
 
 @dataclass
 class _Prepared:
     result: IngestResult
-    orders: list[dict[str, Any]]  # key order (concurrent writers lock in the same order)
-    history: list[dict[str, Any]]
-    fills: list[dict[str, Any]]  # deduplicated
+    orders: list[dict[str, Any]]  # one per key, in key order
+    history: list[dict[str, Any]]  # in key order
+    fills: list[dict[str, Any]]  # deduplicated, in batch order
+
+    def pos_keys(self) -> list[PosKey]:
+        return sorted({(f["mode"], f["session"], f["venue"], f["symbol"]) for f in self.fills})
 
 
-def _prepare(events: Sequence[tuple[Envelope, Any]]) -> _Prepared:
+def _prepare(events: Sequence[IngestEvent]) -> _Prepared:
     """The batch folded into rows (pure Python, shared by both writers)."""
     orders: dict[tuple[str, str, str], dict[str, Any]] = {}
     history: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     fills: list[dict[str, Any]] = []
-    for env, ev in events:
+    n_orders = 0
+    for item in events:
+        env, ev = item[0], item[1]
         if isinstance(ev, OrderEvent):
+            n_orders += 1
             row = _order_row(env, ev)
             key = (row["mode"], row["venue"], row["client_order_id"])
             orders[key] = merge_order(orders[key], row) if key in orders else row
@@ -147,84 +183,10 @@ def _prepare(events: Sequence[tuple[Envelope, Any]]) -> _Prepared:
                 "msg_id": env.id, "ts": row["updated_at"],
             })  # fmt: skip
         elif isinstance(ev, FillEvent):
-            fills.append(_fill_row(env, ev))
-    result = IngestResult(orders=sum(1 for _, ev in events if isinstance(ev, OrderEvent)),
-                          fills=len(fills))
+            fills.append(_fill_row(env, ev, item[2] if len(item) == 3 else None))
+    result = IngestResult(orders=n_orders, fills=len(fills))
     return _Prepared(result, [orders[k] for k in sorted(orders)],
-                     [history[k] for k in sorted(history)], _dedupe(fills) if fills else [])
-
-
-def ingest_batch(engine: Engine, events: Sequence[tuple[Envelope, Any]]) -> IngestResult:
-    """Write every order/fill event of ``events`` in one transaction; return what changed.
-
-    SQLAlchemy twin of :class:`LedgerWriter` (same statements, same rules): used to isolate a
-    poison event one by one, and by tests and tools.
-    """
-    prep = _prepare(events)
-    result = prep.result
-    if not prep.orders and not prep.fills:
-        return result
-    with engine.begin() as conn:
-        # Rows in key order, so concurrent writers lock in the same order (no deadlocks).
-        # executemany form: SQLAlchemy's "insertmanyvalues" sends multi-row VALUES pages
-        # from one cached compiled statement (compiling a 256-row VALUES each time cost
-        # ~10x the database time).
-        if prep.orders:
-            conn.execute(_ORDER_UPSERT, prep.orders)
-            conn.execute(_HISTORY_INSERT, prep.history)
-        inserted = _insert_fills(conn, prep.fills) if prep.fills else []
-        result.fills_inserted = len(inserted)
-        if inserted:
-            result.positions = _apply_positions(conn, inserted)
-    return result
-
-
-def _order_upsert() -> Any:
-    t = cast(Table, Order.__table__)
-    ins = pg_insert(t)
-    ex = ins.excluded
-    rank_old = case(STATUS_RANK, value=t.c.status, else_=-1)
-    rank_new = case(STATUS_RANK, value=ex.status, else_=-1)
-    wins = or_(
-        rank_new > rank_old,
-        and_(rank_new == rank_old, ex.filled_quantity > t.c.filled_quantity),
-    )
-    return ins.on_conflict_do_update(
-        index_elements=[t.c.mode, t.c.venue, t.c.client_order_id],
-        set_={
-            "status": case((wins, ex.status), else_=t.c.status),
-            "reason": case((wins, ex.reason), else_=t.c.reason),
-            "avg_price": case((wins, func.coalesce(ex.avg_price, t.c.avg_price)),
-                              else_=t.c.avg_price),
-            "filled_quantity": func.greatest(t.c.filled_quantity, ex.filled_quantity),
-            "venue_order_id": func.coalesce(ex.venue_order_id, t.c.venue_order_id),
-            "intent_id": func.coalesce(func.nullif(t.c.intent_id, ""), ex.intent_id),
-            "trade_id": func.coalesce(func.nullif(t.c.trade_id, ""), ex.trade_id),
-            "created_at": func.least(t.c.created_at, ex.created_at),
-            "updated_at": func.greatest(t.c.updated_at, ex.updated_at),
-        },
-    )
-
-
-_FILLS = cast(Table, Fill.__table__)
-_POSITIONS = cast(Table, Position.__table__)
-_ORDER_UPSERT = _order_upsert()
-_HISTORY_INSERT = pg_insert(cast(Table, OrderStatusHistory.__table__)).on_conflict_do_nothing()
-_FILL_INSERT = (
-    pg_insert(_FILLS)
-    # The moment the row is written, not the transaction start (now()); the commit follows.
-    .values(ingested_at=func.clock_timestamp())
-    .on_conflict_do_nothing(index_elements=[_FILLS.c.mode, _FILLS.c.venue, _FILLS.c.venue_trade_id])
-    .returning(_FILLS.c.mode, _FILLS.c.venue, _FILLS.c.venue_trade_id)
-)
-_POSITION_BLANK = pg_insert(_POSITIONS).on_conflict_do_nothing()
-_POSITION_UPSERT = pg_insert(_POSITIONS)
-_POSITION_UPSERT = _POSITION_UPSERT.on_conflict_do_update(
-    index_elements=[_POSITIONS.c.mode, _POSITIONS.c.session, _POSITIONS.c.venue,
-                    _POSITIONS.c.symbol],
-    set_={c: _POSITION_UPSERT.excluded[c] for c in
-          ("quantity", "avg_price", "realized_pnl", "fees", "updated_at")},
-)
+                     [history[k] for k in sorted(history)], _dedupe(fills))
 
 
 def _dedupe(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -234,107 +196,262 @@ def _dedupe(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def _insert_fills(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Insert new fills (unique keys); return the rows actually inserted, in batch order."""
-    new = {(r.mode, r.venue, r.venue_trade_id) for r in conn.execute(_FILL_INSERT, rows)}
-    return [r for r in rows if (r["mode"], r["venue"], r["venue_trade_id"]) in new]
+# ---------------------------------------------------------------- SQL (one statement per table)
 
 
-def _apply_positions(
-    conn: Connection, fills: list[dict[str, Any]]
-) -> list[PositionUpdate]:
-    t = _POSITIONS
-    keys = sorted({(f["mode"], f["session"], f["venue"], f["symbol"]) for f in fills})
-    now = datetime.now(UTC)
-    blank = [dict(zip(("mode", "session", "venue", "symbol"), k, strict=True)) | {"updated_at": now}
-             for k in keys]
-    conn.execute(_POSITION_BLANK, blank)
-    locked = conn.execute(
-        select(t)
-        .where(tuple_(t.c.mode, t.c.session, t.c.venue, t.c.symbol).in_(keys))
-        .order_by(t.c.mode, t.c.session, t.c.venue, t.c.symbol)
-        .with_for_update()
-    )
-    states: dict[PosKey, PositionState] = {
-        (r.mode, r.session, r.venue, r.symbol): PositionState(
-            r.quantity, r.avg_price, r.realized_pnl, r.fees
-        )
-        for r in locked
-    }
-    rows, updates = _fold_positions(states, fills, now)
-    conn.execute(_POSITION_UPSERT, rows)
-    return updates
+def _unnest(cols: Sequence[str]) -> str:
+    arrays = ", ".join(f"%s::{_TYPES.get(c, 'text')}[]" for c in cols)
+    return f"unnest({arrays}) AS i({', '.join(cols)})"
+
+
+def _text_array(values: Iterable[str | None]) -> str:
+    vals = list(values)
+    if not vals:
+        return "{}"
+    if None not in vals:
+        # Escaped all at once, NUL marking the gaps (it cannot occur in PostgreSQL text; a
+        # value holding one takes the slow path below, and PostgreSQL refuses it).
+        joined = "\x00".join(cast(list[str], vals))
+        if joined.count("\x00") == len(vals) - 1:
+            return '{"' + _escape(joined).replace("\x00", '","') + '"}'
+    return "{" + ",".join("NULL" if v is None else _quote(v) for v in vals) + "}"
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _quote(v: str) -> str:
+    return '"' + _escape(v) + '"'
+
+
+def _plain_array(values: Iterable[Any]) -> str:
+    """Numbers (``str(Decimal)``, exponent notation included, is valid numeric input)."""
+    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+
+
+def _time_array(values: Iterable[datetime]) -> str:
+    return "{" + ",".join(v.isoformat() for v in values) + "}"
+
+
+def _array(rows: Sequence[dict[str, Any]], col: str) -> str:
+    kind = _TYPES.get(col, "text")
+    if kind == "text":
+        return _text_array(r[col] for r in rows)
+    if kind == "timestamptz":
+        return _time_array(r[col] for r in rows)
+    return _plain_array(r[col] for r in rows)
+
+
+def _arrays(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> tuple[str, ...]:
+    """One PostgreSQL array literal per column, cast in SQL (``%s::numeric[]``).
+
+    Built here rather than by psycopg's list adapter: its per-element Python dumping was
+    ~45% of the writer's CPU; a literal is one string per column (every text element quoted
+    and escaped, so any content round-trips exactly).
+    """
+    return tuple(_array(rows, c) for c in cols)
+
+
+def _rank(expr: str) -> str:
+    whens = " ".join(f"WHEN '{s}' THEN {r}" for s, r in STATUS_RANK.items())
+    return f"(CASE {expr} {whens} ELSE -1 END)"
+
+
+_KEY = ("mode", "venue", "client_order_id")
+_ON_KEY = " AND ".join(f"{{a}}.{c} = {{b}}.{c}" for c in _KEY)
+
+# (1) Lock (or create) every order's key row, in key order. ``DO UPDATE ... WHERE false``
+# locks an existing row without writing it (no dead tuple per event), and leaves
+# ``created_at`` as stored: (2) finds the orders row (and its partition) by it.
+SQL_ORDER_KEYS = (
+    "INSERT INTO order_keys AS k (mode, venue, client_order_id, created_at) "
+    "SELECT * FROM " + _unnest((*_KEY, "created_at")) + " "
+    "ON CONFLICT (mode, venue, client_order_id) DO UPDATE SET created_at = k.created_at "
+    "WHERE false"
+)
+_W = (f"({_rank('c.status')} > {_rank('o.status')} OR ({_rank('c.status')} = "
+      f"{_rank('o.status')} AND c.filled_quantity > o.filled_quantity))")
+# (2) Merge into the existing orders (a row whose first event came late moves to its earlier
+# month, and its key follows it); insert the new ones. Runs after (1) in its own statement, so
+# it sees every row committed by a writer that held one of our keys before us. Every lookup
+# is a correlated subquery or, for the UPDATE, a nested loop over the batch (forced by
+# :data:`SQL_NESTED_LOOPS_ONLY`): the planner prices a probe of a partitioned table as one
+# probe per partition (run-time pruning is not costed) and would rather hash a scan of every
+# order ever written, which grows with the ledger.
+SQL_ORDERS = (
+    "WITH i AS (SELECT * FROM " + _unnest(ORDER_COLS) + "), "
+    "s AS (SELECT i.*, (SELECT k.created_at FROM order_keys k WHERE "
+    + _ON_KEY.format(a="k", b="i") + ") AS stored_at FROM i), "
+    "c AS MATERIALIZED (SELECT s.*, EXISTS (SELECT 1 FROM orders o WHERE "
+    + _ON_KEY.format(a="o", b="s") + " AND o.created_at = s.stored_at) AS known FROM s), "
+    "u AS (UPDATE orders o SET "
+    f"status = CASE WHEN {_W} THEN c.status ELSE o.status END, "
+    f"reason = CASE WHEN {_W} THEN c.reason ELSE o.reason END, "
+    f"avg_price = CASE WHEN {_W} THEN coalesce(c.avg_price, o.avg_price) ELSE o.avg_price END, "
+    "filled_quantity = greatest(o.filled_quantity, c.filled_quantity), "
+    "venue_order_id = coalesce(c.venue_order_id, o.venue_order_id), "
+    "intent_id = coalesce(nullif(o.intent_id, ''), c.intent_id), "
+    "trade_id = coalesce(nullif(o.trade_id, ''), c.trade_id), "
+    "created_at = least(o.created_at, c.created_at), "
+    "updated_at = greatest(o.updated_at, c.updated_at) "
+    "FROM c WHERE c.known AND " + _ON_KEY.format(a="o", b="c")
+    + " AND o.created_at = c.stored_at "
+    "RETURNING o.mode, o.venue, o.client_order_id, o.created_at), "
+    "kf AS (UPDATE order_keys k SET created_at = u.created_at FROM u WHERE "
+    + _ON_KEY.format(a="k", b="u") + " AND k.created_at <> u.created_at) "
+    f"INSERT INTO orders ({', '.join(ORDER_COLS)}) "
+    f"SELECT {', '.join('c.' + c for c in ORDER_COLS)} FROM c WHERE NOT c.known"
+)
+SQL_NESTED_LOOPS_ONLY = (
+    "SELECT set_config('enable_hashjoin', 'off', true), "
+    "set_config('enable_mergejoin', 'off', true)"
+)
+SQL_ANY_JOIN = (  # back to the defaults for the rest of the transaction
+    "SELECT set_config('enable_hashjoin', 'on', true), "
+    "set_config('enable_mergejoin', 'on', true)"
+)
+SQL_HISTORY = (
+    f"INSERT INTO order_status_history ({', '.join(HISTORY_COLS)}) "
+    "SELECT * FROM " + _unnest(HISTORY_COLS) + " ON CONFLICT DO NOTHING"
+)
+# (3) New fill keys (in key order) and their fill rows; RETURNING = the fills inserted.
+SQL_FILLS = (
+    "WITH i AS (SELECT * FROM " + _unnest(FILL_COLS) + "), "
+    "k AS (INSERT INTO fill_keys (mode, venue, venue_trade_id) "
+    "SELECT mode, venue, venue_trade_id FROM i ORDER BY mode, venue, venue_trade_id "
+    "ON CONFLICT DO NOTHING RETURNING mode, venue, venue_trade_id) "
+    f"INSERT INTO fills ({', '.join(FILL_COLS)}, ingested_at) "
+    # clock_timestamp(): the moment the row is written, not the transaction start (now()).
+    f"SELECT {', '.join('i.' + c for c in FILL_COLS)}, clock_timestamp() "
+    "FROM i JOIN k USING (mode, venue, venue_trade_id) "
+    "RETURNING mode, venue, venue_trade_id"
+)
+# (4) Create missing position rows and lock every position the batch may move, in key order;
+# the no-op update makes RETURNING give the stored state.
+SQL_POS_LOCK = (
+    "INSERT INTO positions AS p (mode, session, venue, symbol, updated_at) "
+    "SELECT i.*, now() FROM " + _unnest(("mode", "session", "venue", "symbol")) + " "
+    "ON CONFLICT (mode, session, venue, symbol) DO UPDATE SET mode = p.mode "
+    "RETURNING mode, session, venue, symbol, quantity, avg_price, realized_pnl, fees"
+)
+SQL_POS_UPDATE = (
+    "UPDATE positions p SET quantity = i.quantity, avg_price = i.avg_price, "
+    "realized_pnl = i.realized_pnl, fees = i.fees, updated_at = i.updated_at "
+    "FROM " + _unnest(POS_COLS) + " WHERE p.mode = i.mode AND p.session = i.session "
+    "AND p.venue = i.venue AND p.symbol = i.symbol"
+)
+SQL_POS_HISTORY = (
+    f"INSERT INTO position_history ({', '.join(POS_HISTORY_COLS)}) "
+    "SELECT * FROM " + _unnest(POS_HISTORY_COLS)
+)
+
+
+def _lock_args(keys: Sequence[PosKey]) -> tuple[str, ...]:
+    return tuple(_text_array(col) for col in zip(*keys, strict=True))
+
+
+# ---------------------------------------------------------------- positions (pure)
+
+_SCALE = Decimal("1e-18")
+_CTX = Context(prec=60)  # NUMERIC(38,18) has 20 integer digits: more than the default 28
+
+
+def quantize_state(s: PositionState) -> PositionState:
+    """Round to NUMERIC(38,18), so memory, Redis and the database hold the same numbers."""
+    return PositionState(*(v.quantize(_SCALE, context=_CTX) for v in
+                           (s.quantity, s.avg_price, s.realized_pnl, s.fees)))
+
+
+@dataclass
+class _Fold:
+    positions: list[dict[str, Any]]  # the final state of each moved position
+    history: list[dict[str, Any]]  # the state after each fill
+    updates: list[PositionUpdate]
 
 
 def _fold_positions(
     states: dict[PosKey, PositionState], fills: list[dict[str, Any]], now: datetime
-) -> tuple[list[dict[str, Any]], list[PositionUpdate]]:
-    """Apply ``fills`` to the locked ``states``: the upsert rows and the updates."""
+) -> _Fold:
+    """Apply the inserted ``fills`` (batch order) to the locked ``states``."""
+    history: list[dict[str, Any]] = []
+    moved: dict[PosKey, PositionState] = {}
     for f in fills:
         key = (f["mode"], f["session"], f["venue"], f["symbol"])
         fee_q = fee_in_quote(f["symbol"], f["fee"], f["fee_asset"], f["price"])
         if fee_q is None:
             logger.warning("fee not valued venue=%s symbol=%s fee=%s fee_asset=%s trade=%s",
                            f["venue"], f["symbol"], f["fee"], f["fee_asset"], f["venue_trade_id"])
-        states[key] = apply_fill(states[key], side=f["side"], quantity=f["quantity"],
-                                 price=f["price"], fee_quote=fee_q)
-    states = {k: quantize_state(s) for k, s in states.items()}
+        s = quantize_state(apply_fill(moved.get(key, states[key]), side=f["side"],
+                                      quantity=f["quantity"], price=f["price"], fee_quote=fee_q))
+        moved[key] = s
+        history.append({
+            "mode": key[0], "session": key[1], "venue": key[2], "symbol": key[3],
+            "quantity": s.quantity, "avg_price": s.avg_price, "realized_pnl": s.realized_pnl,
+            "fees": s.fees, "venue_trade_id": f["venue_trade_id"],
+            "stream_seq": f["stream_seq"], "ts": f["ts"],
+        })  # fmt: skip
+    keys = sorted(moved)
     rows = [
         {"mode": k[0], "session": k[1], "venue": k[2], "symbol": k[3],
-         "quantity": s.quantity, "avg_price": s.avg_price, "realized_pnl": s.realized_pnl,
-         "fees": s.fees, "updated_at": now}
-        for k, s in states.items()
+         "quantity": moved[k].quantity, "avg_price": moved[k].avg_price,
+         "realized_pnl": moved[k].realized_pnl, "fees": moved[k].fees, "updated_at": now}
+        for k in keys
     ]  # fmt: skip
-    return rows, [PositionUpdate(*k, states[k], now) for k in states]
+    return _Fold(rows, history, [PositionUpdate(*k, moved[k], now) for k in keys])
 
 
-_SCALE = Decimal("1e-18")
+def _states(rows: Iterable[Sequence[Any]]) -> dict[PosKey, PositionState]:
+    return {(r[0], r[1], r[2], r[3]): PositionState(r[4], r[5], r[6], r[7]) for r in rows}
 
 
-def quantize_state(s: PositionState) -> PositionState:
-    """Round to NUMERIC(38,18), so memory, Redis and the database hold the same numbers."""
-    return PositionState(*(v.quantize(_SCALE) for v in
-                           (s.quantity, s.avg_price, s.realized_pnl, s.fees)))
+def _inserted(prep: _Prepared, returned: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    new = {(r[0], r[1], r[2]) for r in returned}
+    return [f for f in prep.fills if (f["mode"], f["venue"], f["venue_trade_id"]) in new]
+
+
+# ---------------------------------------------------------------- SQLAlchemy twin
+
+
+def ingest_batch(engine: Engine, events: Sequence[IngestEvent]) -> IngestResult:
+    """Write every order/fill event of ``events`` in one transaction; return what changed.
+
+    SQLAlchemy twin of :class:`LedgerWriter` (the same statements, one after the other): used
+    to isolate a poison event one by one, and by tests and tools.
+    """
+    prep = _prepare(events)
+    if not prep.orders and not prep.fills:
+        return prep.result
+    with engine.begin() as conn:
+        _write_sync(conn, prep)
+    return prep.result
+
+
+def _write_sync(conn: Connection, prep: _Prepared) -> None:
+    def run(sql: str, args: tuple[str, ...]) -> Any:
+        return conn.exec_driver_sql(sql, args)
+
+    if prep.orders:
+        run(SQL_ORDER_KEYS, _arrays(prep.orders, (*_KEY, "created_at")))
+        run(SQL_NESTED_LOOPS_ONLY, ())
+        run(SQL_ORDERS, _arrays(prep.orders, ORDER_COLS))
+        run(SQL_ANY_JOIN, ())
+        run(SQL_HISTORY, _arrays(prep.history, HISTORY_COLS))
+    if not prep.fills:
+        return
+    now = datetime.now(UTC)
+    inserted = _inserted(prep, run(SQL_FILLS, _arrays(prep.fills, FILL_COLS)).all())
+    locked = run(SQL_POS_LOCK, _lock_args(prep.pos_keys())).all()  # as the pipeline does
+    prep.result.fills_inserted = len(inserted)
+    if not inserted:
+        return
+    fold = _fold_positions(_states(locked), inserted, now)
+    run(SQL_POS_UPDATE, _arrays(fold.positions, POS_COLS))
+    run(SQL_POS_HISTORY, _arrays(fold.history, POS_HISTORY_COLS))
+    prep.result.positions = fold.updates
 
 
 # ---------------------------------------------------------------- async writer (hot path)
-
-_DIALECT = pg_psycopg.dialect()  # type: ignore[no-untyped-call]
-
-
-class _Sql:
-    """A SQLAlchemy statement compiled once to psycopg SQL text (same SQL, no per-call work)."""
-
-    def __init__(self, stmt: Any, keys: Sequence[str]) -> None:
-        compiled = stmt.compile(dialect=_DIALECT, column_keys=list(keys))
-        self.text: str = str(compiled)
-        self.defaults = {k: v for k, v in compiled.params.items() if k not in keys}
-
-    def params(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{**self.defaults, **r} for r in rows] if self.defaults else rows
-
-
-_ORDER_KEYS = ("mode", "session", "venue", "symbol", "client_order_id", "venue_order_id", "side",
-               "quantity", "filled_quantity", "avg_price", "status", "intent_id", "trade_id",
-               "reason", "created_at", "updated_at")
-_HISTORY_KEYS = ("mode", "session", "venue", "client_order_id", "status", "filled_quantity",
-                 "reason", "msg_id", "ts")
-_FILL_KEYS = ("mode", "session", "venue", "symbol", "client_order_id", "venue_order_id",
-              "venue_trade_id", "side", "quantity", "price", "fee", "fee_asset", "ts",
-              "intent_id", "trade_id")
-_POS_KEYS = ("mode", "session", "venue", "symbol", "quantity", "avg_price", "realized_pnl",
-             "fees", "updated_at")
-_SQL_ORDER = _Sql(_ORDER_UPSERT, _ORDER_KEYS)
-_SQL_HISTORY = _Sql(_HISTORY_INSERT, _HISTORY_KEYS)
-_SQL_FILL = _Sql(_FILL_INSERT, _FILL_KEYS)
-_SQL_POS_BLANK = _Sql(_POSITION_BLANK, ("mode", "session", "venue", "symbol", "updated_at"))
-_SQL_POS_UPSERT = _Sql(_POSITION_UPSERT, _POS_KEYS)
-_SQL_POS_LOCK = (
-    "SELECT mode, session, venue, symbol, quantity, avg_price, realized_pnl, fees "
-    "FROM positions WHERE (mode, session, venue, symbol) IN "
-    "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])) "
-    "ORDER BY mode, session, venue, symbol FOR UPDATE"
-)
 
 
 def psycopg_conninfo(url: str) -> str:
@@ -345,11 +462,10 @@ def psycopg_conninfo(url: str) -> str:
 class LedgerWriter:
     """:func:`ingest_batch` on one dedicated async psycopg connection in pipeline mode.
 
-    Same statements and rules as the SQLAlchemy path, but no worker thread and two network
-    round trips per batch instead of one per statement: (1) order upsert, history, fill
-    insert ... RETURNING, position blank rows and ``SELECT ... FOR UPDATE`` are sent together;
-    (2) the position upsert and the COMMIT. The caller acks only after :meth:`ingest`
-    returned, i.e. after the commit.
+    The same statements, in two network round trips per batch: (1) order keys, orders,
+    history, fills and the position locks are sent together; (2) the position updates, their
+    history rows and the COMMIT. The caller acks only after :meth:`ingest` returned, i.e.
+    after the commit.
     """
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
@@ -370,57 +486,41 @@ class LedgerWriter:
             await self._conn.close()
             self._conn = None
 
-    async def ingest(self, events: Sequence[tuple[Envelope, Any]]) -> IngestResult:
+    async def ingest(self, events: Sequence[IngestEvent]) -> IngestResult:
         prep = _prepare(events)
-        result = prep.result
         if not prep.orders and not prep.fills:
-            return result
+            return prep.result
         conn = await self._connection()
         try:
-            inserted, updates = await self._write(conn, prep)
+            await self._write(conn, prep)
         except BaseException:
             if conn.broken or conn.closed:
                 self._conn = None
             raise
-        result.fills_inserted = len(inserted)
-        result.positions = updates
-        return result
+        return prep.result
 
-    async def _write(
-        self, conn: psycopg.AsyncConnection[Any], prep: _Prepared
-    ) -> tuple[list[dict[str, Any]], list[PositionUpdate]]:
+    async def _write(self, conn: psycopg.AsyncConnection[Any], prep: _Prepared) -> None:
         now = datetime.now(UTC)
-        keys = sorted({(f["mode"], f["session"], f["venue"], f["symbol"]) for f in prep.fills})
         async with conn.pipeline(), conn.transaction():
             cur = conn.cursor()
             if prep.orders:
-                await cur.executemany(_SQL_ORDER.text, _SQL_ORDER.params(prep.orders))
-                await cur.executemany(_SQL_HISTORY.text, _SQL_HISTORY.params(prep.history))
+                await cur.execute(SQL_ORDER_KEYS, _arrays(prep.orders, (*_KEY, "created_at")))
+                await cur.execute(SQL_NESTED_LOOPS_ONLY)
+                await cur.execute(SQL_ORDERS, _arrays(prep.orders, ORDER_COLS))
+                await cur.execute(SQL_ANY_JOIN)
+                await cur.execute(SQL_HISTORY, _arrays(prep.history, HISTORY_COLS))
             if not prep.fills:
-                return [], []
-            fcur = conn.cursor()
-            await fcur.executemany(_SQL_FILL.text, _SQL_FILL.params(prep.fills), returning=True)
-            # Lock every position the batch may move (a duplicate fill's row exists already).
-            blank = [dict(zip(("mode", "session", "venue", "symbol"), k, strict=True))
-                     | {"updated_at": now} for k in keys]
-            await cur.executemany(_SQL_POS_BLANK.text, _SQL_POS_BLANK.params(blank))
-            lcur = conn.cursor()
-            await lcur.execute(_SQL_POS_LOCK, [list(col) for col in zip(*keys, strict=True)])
-            new: set[tuple[str, str, str]] = set()
-            while True:  # one result set per fill row (empty when it was a duplicate)
-                for r in await fcur.fetchall():
-                    new.add((r[0], r[1], r[2]))
-                if not fcur.nextset():
-                    break
-            inserted = [f for f in prep.fills
-                        if (f["mode"], f["venue"], f["venue_trade_id"]) in new]
+                return
+            fcur, lcur = conn.cursor(), conn.cursor()
+            await fcur.execute(SQL_FILLS, _arrays(prep.fills, FILL_COLS))
+            # Lock every position the batch may move (before knowing which fills are new:
+            # that needs a round trip); a duplicate's row is locked but left as it is.
+            await lcur.execute(SQL_POS_LOCK, _lock_args(prep.pos_keys()))
+            inserted = _inserted(prep, await fcur.fetchall())
+            prep.result.fills_inserted = len(inserted)
             if not inserted:
-                return [], []
-            moved = {(f["mode"], f["session"], f["venue"], f["symbol"]) for f in inserted}
-            states: dict[PosKey, PositionState] = {
-                (r[0], r[1], r[2], r[3]): PositionState(r[4], r[5], r[6], r[7])
-                for r in await lcur.fetchall() if (r[0], r[1], r[2], r[3]) in moved
-            }
-            rows, updates = _fold_positions(states, inserted, now)
-            await cur.executemany(_SQL_POS_UPSERT.text, _SQL_POS_UPSERT.params(rows))
-        return inserted, updates
+                return
+            fold = _fold_positions(_states(await lcur.fetchall()), inserted, now)
+            await cur.execute(SQL_POS_UPDATE, _arrays(fold.positions, POS_COLS))
+            await cur.execute(SQL_POS_HISTORY, _arrays(fold.history, POS_HISTORY_COLS))
+            prep.result.positions = fold.updates

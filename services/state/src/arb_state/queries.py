@@ -1,26 +1,39 @@
-"""Read side of the ledger: filtered lists with keyset pagination, the summary, re-sync loads.
+"""Read side of the ledger: filtered lists with keyset pagination, sync status, slippage report.
 
 Lists are newest first (``ts``/``created_at``/``started_at`` then ``id`` descending);
 positions are in key order. The cursor is an opaque URL-safe string holding the sort key of
 the last item returned, so pages never overlap or skip, even while rows are being added.
+``fills`` and ``orders`` are partitioned by month with a composite primary key; ``id`` still
+comes from one sequence, so (time, id) stays a total order for their cursors.
+
+Round trips and the summary live in :mod:`arb_state.stats`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, func, select, tuple_
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.engine import Engine
 
-from arb_common.ledger import Fill, Order, Position, SessionRow
-from arb_common.money import to_str
+from arb_common.ledger import (
+    DiscrepancyRow,
+    EquityHistory,
+    Fill,
+    Order,
+    Position,
+    ReconRun,
+    SessionRow,
+    SlippageAnalysis,
+)
+from arb_common.money import BPS, to_str
 from arb_common.positions import PositionState
 
 from .ingest import PositionUpdate
@@ -72,7 +85,7 @@ def decode_cursor(kind: str, cursor: str, types: Sequence[type]) -> list[Any]:
     return out
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         return to_str(value)
     if isinstance(value, datetime):
@@ -80,8 +93,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _row_dict(row: Any, columns: Sequence[str]) -> dict[str, Any]:
-    return {c: _jsonable(getattr(row, c)) for c in columns}
+def row_dict(row: Any, columns: Sequence[str]) -> dict[str, Any]:
+    return {c: jsonable(getattr(row, c)) for c in columns}
+
+
+def scope(model: Any, mode: str | None, session: str | None) -> list[ColumnElement[bool]]:
+    """``mode`` / ``session`` conditions on ``model`` (None = any)."""
+    conds: list[ColumnElement[bool]] = []
+    if mode is not None:
+        conds.append(model.mode == mode)
+    if session is not None:
+        conds.append(model.session == session)
+    return conds
 
 
 def _filters(f: ListFilter, model: Any, ts_col: Any) -> list[ColumnElement[bool]]:
@@ -101,13 +124,13 @@ def _filters(f: ListFilter, model: Any, ts_col: Any) -> list[ColumnElement[bool]
 
 def _page(
     engine: Engine, stmt: Select[Any], f: ListFilter, kind: str,
-    columns: Sequence[str], key_of: Any,
+    columns: Sequence[str], key_of: Callable[[Any], Sequence[Any]],
 ) -> dict[str, Any]:  # fmt: skip
     with engine.connect() as conn:
         rows = (conn.execute(stmt.limit(f.limit + 1))).all()
     more = len(rows) > f.limit
     rows = rows[: f.limit]
-    items = [_row_dict(r, columns) for r in rows]
+    items = [row_dict(r, columns) for r in rows]
     nxt = encode_cursor(kind, key_of(rows[-1])) if more and rows else None
     return {"items": items, "next": nxt}
 
@@ -126,6 +149,22 @@ POSITION_COLUMNS = (
     "updated_at",
 )  # fmt: skip
 SESSION_COLUMNS = ("id", "mode", "started_at", "stopped_at", "status")
+EQUITY_COLUMNS = ("mode", "session", "ts", "equity", "realized", "unrealized")
+SLIPPAGE_COLUMNS = (
+    "mode", "session", "venue", "symbol", "side", "client_order_id", "venue_trade_id",
+    "intent_id", "trade_id", "quantity", "expected_price", "realized_price", "slippage_bps",
+    "slippage_quote", "ts",
+)  # fmt: skip
+
+
+def _time_conds(f: ListFilter, model: Any, ts_col: Any, kind: str) -> list[ColumnElement[bool]]:
+    """Filters plus the keyset condition of a newest-first (``ts_col``, ``id``) order."""
+    conds = _filters(f, model, ts_col)
+    id_type: type = str if model is SessionRow else int
+    if f.cursor:
+        ts, ident = decode_cursor(kind, f.cursor, (datetime, id_type))
+        conds.append(tuple_(ts_col, model.id) < tuple_(ts, ident))
+    return conds
 
 
 def _time_page(
@@ -133,15 +172,11 @@ def _time_page(
     columns: Sequence[str],
 ) -> dict[str, Any]:  # fmt: skip
     """Newest-first page over ``model`` keyed by (``ts_col``, ``id``)."""
-    conds = _filters(f, model, ts_col)
-    id_type: type = str if model is SessionRow else int
-    if f.cursor:
-        ts, ident = decode_cursor(kind, f.cursor, (datetime, id_type))
-        conds.append(tuple_(ts_col, model.id) < tuple_(ts, ident))
+    conds = _time_conds(f, model, ts_col, kind)
     stmt = select(model).where(and_(True, *conds)).order_by(ts_col.desc(), model.id.desc())
     ts_name = ts_col.key
     return _page(engine, stmt, f, kind, columns,
-                       lambda r: (getattr(r, ts_name).isoformat(), r.id))
+                 lambda r: (getattr(r, ts_name).isoformat(), r.id))  # fmt: skip
 
 
 def list_fills(engine: Engine, f: ListFilter) -> dict[str, Any]:
@@ -153,8 +188,12 @@ def list_orders(engine: Engine, f: ListFilter) -> dict[str, Any]:
 
 
 def list_sessions(engine: Engine, f: ListFilter) -> dict[str, Any]:
-    return _time_page(engine, f, SessionRow, SessionRow.started_at, "session",
-                            SESSION_COLUMNS)
+    return _time_page(engine, f, SessionRow, SessionRow.started_at, "session", SESSION_COLUMNS)
+
+
+def list_equity(engine: Engine, f: ListFilter) -> dict[str, Any]:
+    """Equity history rows (one per session per ``equity_interval_s``), newest first."""
+    return _time_page(engine, f, EquityHistory, EquityHistory.ts, "equity", EQUITY_COLUMNS)
 
 
 def list_positions(engine: Engine, f: ListFilter) -> dict[str, Any]:
@@ -166,12 +205,10 @@ def list_positions(engine: Engine, f: ListFilter) -> dict[str, Any]:
         conds.append(tuple_(*key_cols) > tuple_(*key))
     stmt = select(p).where(and_(True, *conds)).order_by(*key_cols)
     return _page(engine, stmt, f, "position", POSITION_COLUMNS,
-                       lambda r: (r.mode, r.session, r.venue, r.symbol))
+                 lambda r: (r.mode, r.session, r.venue, r.symbol))  # fmt: skip
 
 
-def load_positions(
-    engine: Engine, sessions: set[tuple[str, str]]
-) -> list[PositionUpdate]:
+def load_positions(engine: Engine, sessions: set[tuple[str, str]]) -> list[PositionUpdate]:
     """Every position of the given (mode, session) pairs (for the Redis re-sync)."""
     if not sessions:
         return []
@@ -187,106 +224,80 @@ def load_positions(
     ]  # fmt: skip
 
 
-# ------------------------------------------------------------------ summary
+# ------------------------------------------------------------------ slippage
 
 
-def _scope(model: Any, mode: str | None, session: str | None) -> list[ColumnElement[bool]]:
-    conds: list[ColumnElement[bool]] = []
-    if mode is not None:
-        conds.append(model.mode == mode)
-    if session is not None:
-        conds.append(model.session == session)
-    return conds
+def _bps4(value: Decimal | float | None) -> str | None:
+    """A bps statistic to 4 decimals (a 10^-8 relative difference is below any tick)."""
+    if value is None:
+        return None
+    return to_str(Decimal(f"{value:.4f}") if isinstance(value, float) else round(value, 4))
 
 
-def _blank() -> dict[str, Any]:
-    return {"realized_pnl": Decimal(0), "fees": Decimal(0), "fees_by_asset": defaultdict(Decimal),
-            "open_quantity": Decimal(0), "trades": 0, "wins": 0, "open_trades": 0}
+def slippage_report(engine: Engine, f: ListFilter) -> dict[str, Any]:
+    """Per-fill expected vs realized (a page, newest first) and per (symbol, venue, side)
+    aggregates over every row the filters select (not just this page).
 
-
-def summary(engine: Engine, mode: str | None, session: str | None) -> dict[str, Any]:
-    """Realized PnL (positions), fees and closed round trips (fills grouped by trade_id).
-
-    A trade is closed when every venue's net base quantity for its trade_id is 0 and it has
-    fills from its ``:close`` intent; its PnL is sell proceeds - buy cost - fees (quote).
+    ``mean_bps`` / ``median_bps`` / ``p95_bps`` are per fill (unweighted);
+    ``weighted_bps`` is ``total_quote`` over the expected notional (quantity-weighted).
     """
-    per: dict[str, dict[str, Any]] = defaultdict(_blank)
-    p, f = Position, Fill
-    signed = case((f.side == "buy", f.quantity), else_=-f.quantity)
-    cash = case((f.side == "sell", f.quantity * f.price), else_=-f.quantity * f.price)
-    asset = func.upper(f.fee_asset)
-    # Fee in the quote asset, valued like arb_common.positions.fee_in_quote (others: 0).
-    fee_q = case(
-        (asset == func.split_part(f.symbol, "-", 2), f.fee),
-        (asset == func.split_part(f.symbol, "-", 1), f.fee * f.price),
-        else_=0,
+    page = _time_page(engine, f, SlippageAnalysis, SlippageAnalysis.ts, "slippage",
+                      SLIPPAGE_COLUMNS)  # fmt: skip
+    sa = SlippageAnalysis
+    bps = sa.slippage_bps
+    stmt = (
+        select(
+            sa.symbol, sa.venue, sa.side, func.count().label("count"),
+            func.avg(bps).label("mean"),
+            func.percentile_cont(0.5).within_group(bps).label("median"),
+            func.percentile_cont(0.95).within_group(bps).label("p95"),
+            func.sum(sa.slippage_quote).label("total_quote"),
+            func.sum(sa.quantity * sa.expected_price).label("expected_notional"),
+        )
+        .where(and_(True, *_filters(replace(f, cursor=None), sa, sa.ts)))
+        .group_by(sa.symbol, sa.venue, sa.side)
+        .order_by(sa.symbol, sa.venue, sa.side)
     )
-    pos_stmt = (
-        select(p.symbol, func.sum(p.realized_pnl), func.sum(p.quantity))
-        .where(and_(True, *_scope(p, mode, session))).group_by(p.symbol)
-    )
-    fee_stmt = (
-        select(f.symbol, f.fee_asset, func.sum(f.fee), func.sum(fee_q))
-        .where(and_(True, *_scope(f, mode, session))).group_by(f.symbol, f.fee_asset)
-    )
-    trade_stmt = (
-        select(f.mode, f.session, f.trade_id, f.symbol, f.venue, func.sum(signed), func.sum(cash),
-               func.sum(fee_q), func.bool_or(f.intent_id.like("%:close")))
-        .where(and_(f.trade_id != "", *_scope(f, mode, session)))
-        .group_by(f.mode, f.session, f.trade_id, f.symbol, f.venue)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    page["aggregates"] = [
+        {"symbol": r.symbol, "venue": r.venue, "side": r.side, "count": r.count,
+         "mean_bps": _bps4(r.mean), "median_bps": _bps4(r.median), "p95_bps": _bps4(r.p95),
+         "weighted_bps": _bps4(r.total_quote / r.expected_notional * BPS
+                               if r.expected_notional else None),
+         "total_quote": to_str(r.total_quote)}
+        for r in rows
+    ]  # fmt: skip
+    return page
+
+
+# ------------------------------------------------------------------ reconciliation
+
+
+def sync_status(engine: Engine, venue: str | None = None) -> dict[str, Any]:
+    """The last reconciliation run of each venue with every discrepancy it found."""
+    r, d = ReconRun, DiscrepancyRow
+    runs_stmt = (
+        select(r.venue, r.run_id, r.started_at, r.duration_ms, r.ok, r.error)
+        .where(and_(True, *([r.venue == venue] if venue is not None else [])))
+        .ext(distinct_on(r.venue)).order_by(r.venue, r.started_at.desc(), r.id.desc())
     )  # fmt: skip
     with engine.connect() as conn:
-        for symbol, realized, qty in conn.execute(pos_stmt):
-            per[symbol]["realized_pnl"] += realized
-            per[symbol]["open_quantity"] += qty
-        for symbol, fee_asset, fee, fee_value in conn.execute(fee_stmt):
-            per[symbol]["fees_by_asset"][fee_asset] += fee
-            per[symbol]["fees"] += fee_value
-        trade_rows = (conn.execute(trade_stmt)).all()
-    _count_trades(per, trade_rows)
-    return _summary_json(per, mode, session)
-
-
-def _count_trades(per: dict[str, dict[str, Any]], rows: Sequence[Any]) -> None:
-    trades: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for mode, session, trade_id, symbol, _venue, net, cash, fees, closing in rows:
-        t = trades.setdefault((mode, session, trade_id),
-                              {"symbol": symbol, "flat": True, "pnl": Decimal(0), "close": False})
-        t["flat"] = t["flat"] and net == 0
-        t["pnl"] += cash - fees
-        t["close"] = t["close"] or bool(closing)
-    for t in trades.values():
-        stats = per[t["symbol"]]
-        if t["flat"] and t["close"]:
-            stats["trades"] += 1
-            stats["wins"] += 1 if t["pnl"] > 0 else 0
-        else:
-            stats["open_trades"] += 1
-
-
-def _summary_json(per: dict[str, dict[str, Any]], mode: str | None, session: str | None
-                  ) -> dict[str, Any]:
-    total = _blank()
-    symbols: dict[str, Any] = {}
-    for symbol in sorted(per):
-        s = per[symbol]
-        for k in ("realized_pnl", "fees", "open_quantity", "trades", "wins", "open_trades"):
-            total[k] += s[k]
-        for asset, amount in s["fees_by_asset"].items():
-            total["fees_by_asset"][asset] += amount
-        symbols[symbol] = _stats_json(s)
-    return {"mode": mode or "all", "session": session or "all", "symbols": symbols,
-            "total": _stats_json(total)}
-
-
-def _stats_json(s: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "realized_pnl": to_str(s["realized_pnl"]),
-        "fees": to_str(s["fees"]),
-        "fees_by_asset": {a: to_str(v) for a, v in sorted(s["fees_by_asset"].items())},
-        "open_quantity": to_str(s["open_quantity"]),
-        "trades": s["trades"],
-        "wins": s["wins"],
-        "winrate": round(s["wins"] / s["trades"], 4) if s["trades"] else None,
-        "open_trades": s["open_trades"],
-    }
+        runs = conn.execute(runs_stmt).all()
+        found: dict[tuple[str, str], list[dict[str, Any]]] = {(x.venue, x.run_id): [] for x in runs}
+        if found:
+            disc_stmt = (
+                select(d.venue, d.run_id, d.kind, d.detail, d.resolution, d.client_order_id, d.ts)
+                .where(tuple_(d.venue, d.run_id).in_(sorted(found)))
+                .order_by(d.venue, d.ts, d.id)
+            )  # fmt: skip
+            for x in conn.execute(disc_stmt):
+                found[(x.venue, x.run_id)].append(row_dict(
+                    x, ("kind", "detail", "resolution", "client_order_id", "ts")))
+    venues = [
+        {"venue": x.venue, "run_id": x.run_id, "started_at": x.started_at.isoformat(),
+         "duration_ms": x.duration_ms, "ok": x.ok, "error": x.error,
+         "discrepancies": found[(x.venue, x.run_id)]}
+        for x in runs
+    ]  # fmt: skip
+    return {"ok": bool(venues) and all(v["ok"] for v in venues), "venues": venues}

@@ -43,6 +43,9 @@ class StrategySettings(CommonSettings):
     # Snapshots (saved through the state service): this often, after every closed trade, on
     # graceful shutdown and on `arbctl snapshot`.
     snapshot_interval_s: float = Field(default=300.0, gt=0, le=86_400)
+    # Background snapshots (periodic, trade_closed) at most this often: closes in a burst
+    # share one, each is still covered within this time (manual and shutdown: at once).
+    snapshot_min_spacing_s: float = Field(default=1.0, ge=0, le=600)
     # Restore at start: wait this long per attempt for the state service to answer.
     restore_request_timeout_s: float = Field(default=5.0, gt=0, le=120)
     # Redis hot state (guard, cooldowns, heartbeat): flush interval and re-sync check interval.

@@ -4,6 +4,13 @@ and live run the same code.
 Per symbol: ``flat`` → (best executable net spread ≥ ``min_spread_bps``, trading enabled, not
 cooling down, RiskGuard allows) → ``open`` → (reverse executable spread ≥ ``close_spread_bps``,
 or held ≥ ``max_hold_s``) → ``flat`` with a cooldown. Closes run even when trading is disabled.
+
+Memory: :meth:`Engine.get_state` / :meth:`Engine.restore_state` round-trip the per-symbol
+trade state exactly (not the books: they are stale after a restart anyway), and
+:meth:`Engine.reconcile_intent` re-applies a decision found on the bus (the last intent of a
+symbol, newer than the snapshot). Every time derived from a decision (open time, cooldown
+end) is computed from the decision's timestamp (``Decision.ts``, stamped on the intent's
+envelope), so a restart recomputes exactly the same values.
 """
 
 from __future__ import annotations
@@ -11,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from arb_common.clock import Clock
 from arb_common.messages import Book, Intent, OrderEvent
-from arb_common.money import quantize
+from arb_common.money import D, quantize
 
 from .risk_guard import RiskGuard
 from .spread import Quote, best_quote, quote
@@ -71,6 +79,7 @@ class Decision:
     intents: list[Intent] = field(default_factory=list)
     blocks: list[RiskBlock] = field(default_factory=list)
     spread_bps: Decimal | None = None  # best net open spread seen on this book
+    ts: int = 0  # when it was decided (ns): the intents' envelope time
 
 
 def trade_id_for(session: str, symbol: str, q: Quote) -> str:
@@ -109,8 +118,16 @@ class Engine:
         now = self.clock.now_ns()
         fresh = self.fresh_books(book.symbol, now)
         if st.trade is not None:
-            return self._maybe_close(book.symbol, st, fresh, now)
-        return self._maybe_open(book.symbol, st, fresh, now)
+            out = self._maybe_close(book.symbol, st, fresh, now)
+        else:
+            out = self._maybe_open(book.symbol, st, fresh, now)
+        out.ts = now
+        return out
+
+    def spread_bps(self, symbol: str) -> Decimal | None:
+        """Best net open spread over the fresh books (no decision)."""
+        best = best_quote(self.fresh_books(symbol), self.cfg.order_qty[symbol], self.fees)
+        return best.net_bps if best else None
 
     def fresh_books(self, symbol: str, now: int | None = None) -> dict[str, Book]:
         now = self.clock.now_ns() if now is None else now
@@ -118,9 +135,10 @@ class Engine:
         return {v: b for v, b in self.symbols[symbol].books.items()
                 if b.recv_ts > 0 and now - b.recv_ts <= limit}
 
-    def on_order(self, ev: OrderEvent) -> None:
+    def on_order(self, ev: OrderEvent, at_ns: int | None = None) -> None:
         """Learn how the open of the current trade ended, so a close never trades more than
-        the open really filled, and an open that filled nothing returns the symbol to flat."""
+        the open really filled, and an open that filled nothing returns the symbol to flat
+        (cooling down from ``at_ns``, the event's time, default now)."""
         st = self.symbols.get(ev.symbol)
         trade = st.trade if st is not None else None
         if st is None or trade is None or ev.trade_id != trade.trade_id:
@@ -135,7 +153,8 @@ class Engine:
             logger.warning("open filled nothing symbol=%s trade_id=%s; back to flat",
                            ev.symbol, trade.trade_id)
             st.trade = None
-            st.cooldown_until_ns = self.clock.now_ns() + int(self.cfg.cooldown_s * NS)
+            now = self.clock.now_ns() if at_ns is None else at_ns
+            st.cooldown_until_ns = now + int(self.cfg.cooldown_s * NS)
         elif filled != trade.quantity:
             logger.warning("open filled partially symbol=%s trade_id=%s filled=%s legs=%s",
                            ev.symbol, trade.trade_id, filled, st.open_legs)
@@ -178,13 +197,12 @@ class Engine:
             out.blocks.append(RiskBlock(symbol, reason.split(":", 1)[0], reason))
             return out
         trade_id = trade_id_for(self.cfg.session, symbol, best)
-        st.open_legs = {}
-        st.trade = OpenTrade(
-            trade_id=trade_id, buy_venue=best.buy_venue, sell_venue=best.sell_venue,
-            quantity=best.quantity, entry_spread_bps=best.net_bps, buy_price=best.buy_price,
-            sell_price=best.sell_price, opened_ns=now,
-        )
-        out.intents.append(self._intent(symbol, trade_id, "open", best, "spread"))
+        intent = self._intent(symbol, trade_id, "open", best, "spread")
+        st.open_legs, st.closing = {}, None
+        # The trade holds what its intent says (same rounding), so a restart that finds
+        # only the intent rebuilds it exactly (reconcile_intent).
+        st.trade = _open_trade(intent, now)
+        out.intents.append(intent)
         logger.info("open symbol=%s trade_id=%s buy=%s sell=%s net_bps=%.2f", symbol, trade_id,
                     best.buy_venue, best.sell_venue, best.net_bps)
         return out
@@ -247,3 +265,87 @@ class Engine:
     # ------------------------------------------------------------ views
     def open_trades(self) -> dict[str, OpenTrade]:
         return {s: st.trade for s, st in self.symbols.items() if st.trade is not None}
+
+    # ------------------------------------------------------------ memory
+    def published(self, intent: Intent) -> None:
+        """``intent`` is on the bus: a close can no longer be undone by :meth:`abort`."""
+        st = self.symbols.get(intent.symbol)
+        if (intent.action == "close" and st is not None and st.closing is not None
+                and st.closing.trade_id == intent.trade_id):
+            st.closing = None
+
+    def get_state(self) -> dict[str, Any]:
+        """Per-symbol trade state (JSON-ready, Decimals as strings), symbols with nothing to
+        remember left out; books are not state."""
+        items = sorted(self.symbols.items())
+        return {
+            "v": 1,
+            "open": {s: _trade_dict(st.trade) for s, st in items if st.trade},
+            "closing": {s: _trade_dict(st.closing) for s, st in items if st.closing},
+            "cooldown_until": {s: st.cooldown_until_ns for s, st in items
+                               if st.cooldown_until_ns},
+            # Only meaningful while a trade is open (they are the outcome of its open legs).
+            "open_legs": {s: {side: str(q) for side, q in sorted(st.open_legs.items())}
+                          for s, st in items if st.trade and st.open_legs},
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        if state.get("v") != 1:
+            raise ValueError(f"unsupported engine state version {state.get('v')!r}")
+        known = set(self.symbols)
+        for part in ("open", "closing", "cooldown_until", "open_legs"):
+            for symbol in set(state.get(part, {})) - known:
+                logger.warning("engine %s state of a symbol not traded any more symbol=%s",
+                               part, symbol)
+        for symbol, st in self.symbols.items():
+            st.trade = _trade(state.get("open", {}).get(symbol))
+            st.closing = _trade(state.get("closing", {}).get(symbol))
+            st.cooldown_until_ns = int(state.get("cooldown_until", {}).get(symbol, 0))
+            legs = state.get("open_legs", {}).get(symbol, {})
+            st.open_legs = {side: D(q) for side, q in legs.items()}
+
+    def reconcile_intent(self, intent: Intent, ts: int) -> bool:
+        """Apply a decision published at ``ts`` that the restored state may not know (the last
+        intent of the symbol, newer than the snapshot). Idempotent; True if it changed
+        anything. Open → that trade is open; close → flat, cooling down from ``ts``."""
+        st = self.symbols.get(intent.symbol)
+        if st is None:
+            return False
+        if intent.action == "open":
+            if st.trade is not None and st.trade.trade_id == intent.trade_id:
+                return False
+            st.trade = _open_trade(intent, ts)
+            st.open_legs, st.closing = {}, None
+            return True
+        until = ts + int(self.cfg.cooldown_s * NS)
+        if st.trade is not None and st.trade.trade_id != intent.trade_id:
+            logger.warning("last intent closes another trade symbol=%s open=%s closed=%s; flat",
+                           intent.symbol, st.trade.trade_id, intent.trade_id)
+        if st.trade is None and st.cooldown_until_ns == until:
+            return False
+        st.trade, st.closing, st.open_legs = None, None, {}
+        st.cooldown_until_ns = until
+        return True
+
+
+def _open_trade(intent: Intent, opened_ns: int) -> OpenTrade:
+    return OpenTrade(
+        trade_id=intent.trade_id, buy_venue=intent.buy_venue, sell_venue=intent.sell_venue,
+        quantity=intent.quantity, entry_spread_bps=intent.net_spread_bps,
+        buy_price=intent.buy_price, sell_price=intent.sell_price, opened_ns=opened_ns,
+    )
+
+
+def _trade_dict(trade: OpenTrade) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(trade).items()}
+
+
+def _trade(raw: Mapping[str, Any] | None) -> OpenTrade | None:
+    if raw is None:
+        return None
+    return OpenTrade(
+        trade_id=str(raw["trade_id"]), buy_venue=str(raw["buy_venue"]),
+        sell_venue=str(raw["sell_venue"]), quantity=D(raw["quantity"]),
+        entry_spread_bps=D(raw["entry_spread_bps"]), buy_price=D(raw["buy_price"]),
+        sell_price=D(raw["sell_price"]), opened_ns=int(raw["opened_ns"]),
+    )

@@ -26,3 +26,23 @@ BAD_MESSAGES = Counter(
 PUBLISH_ERRORS = Counter(
     "arb_strategy_publish_errors_total", "Intents that could not be published", ["symbol"]
 )
+
+# Memory: snapshots, restore + replay, Redis hot state.
+SNAPSHOTS_SAVED = Counter(
+    "arb_strategy_snapshots_saved_total", "Snapshots saved through the state service", ["reason"]
+)
+SNAPSHOT_FAILURES = Counter(
+    "arb_strategy_snapshot_failures_total", "Snapshot saves that failed (retried at the next)"
+)
+SNAPSHOT_SECONDS = Histogram(
+    "arb_strategy_snapshot_seconds", "Snapshot build + save (request to the state service)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+RESTORE_SECONDS = Histogram(
+    "arb_strategy_restore_seconds", "Start to live: snapshot load + restore + EXEC replay",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+REPLAYED = Counter("arb_strategy_replayed_events_total", "EXEC events applied while restoring")
+EXEC_SEQ = Gauge("arb_strategy_exec_seq", "Last EXEC stream sequence applied")
+RESTORED = Gauge("arb_strategy_restored", "1 once state is restored and the strategy is live")
+REDIS_ERRORS = Counter("arb_strategy_redis_errors_total", "Redis hot-state writes that failed")

@@ -4,17 +4,23 @@ A trade (``trade_id``) is complete once closing fills exist on both sides and th
 bought equals the quantity sold over all its fills. Its PnL is the sell proceeds minus the buy
 costs minus fees in the quote asset (fees charged in the base asset are valued at the fill
 price; fees in any other asset are not counted and logged).
+
+``get_state()`` / ``restore_state()`` round-trip the open trades' partial accounting exactly
+and the most recent completed trade ids (so a fill replayed after a restart never reopens a
+trade that already completed).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from arb_common.messages import FillEvent
-from arb_common.money import ZERO
+from arb_common.money import ZERO, D
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,8 @@ class TradeResult:
 
 
 class PnlTracker:
+    SNAPSHOT_DONE = 1_000  # completed trade ids kept in a snapshot (the newest)
+
     def __init__(self, max_trades: int = 10_000) -> None:
         self._open: dict[str, _Trade] = {}
         self._done: OrderedDict[str, Decimal] = OrderedDict()
@@ -90,3 +98,34 @@ class PnlTracker:
 
     def open_trades(self) -> int:
         return len(self._open)
+
+    # ------------------------------------------------------------ snapshots
+    def get_state(self) -> dict[str, Any]:
+        done = list(self._done)[-self.SNAPSHOT_DONE:]
+        return {
+            "v": 1,
+            "open": {tid: _trade_state(t) for tid, t in sorted(self._open.items())},
+            "done": done,
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        if state.get("v") != 1:
+            raise ValueError(f"unsupported pnl state version {state.get('v')!r}")
+        self._open = {
+            tid: _Trade(
+                symbol=str(raw["symbol"]), bought=D(raw["bought"]), sold=D(raw["sold"]),
+                close_bought=D(raw["close_bought"]), close_sold=D(raw["close_sold"]),
+                cash=D(raw["cash"]), fill_ids=set(raw["fill_ids"]),
+            )
+            for tid, raw in state["open"].items()
+        }
+        # The PnL of a completed trade is not needed any more, only that it completed.
+        self._done = OrderedDict((str(tid), ZERO) for tid in state["done"])
+
+
+def _trade_state(t: _Trade) -> dict[str, Any]:
+    return {
+        "symbol": t.symbol, "bought": str(t.bought), "sold": str(t.sold),
+        "close_bought": str(t.close_bought), "close_sold": str(t.close_sold),
+        "cash": str(t.cash), "fill_ids": sorted(t.fill_ids),
+    }

@@ -83,9 +83,18 @@ class RiskGuard:
         venues[venue] = venues.get(venue, ZERO) + signed
         self.prices.setdefault(symbol, {})[venue] = price
 
-    def record_trade_pnl(self, symbol: str, pnl: Decimal) -> None:
-        self._roll_day()
-        self.daily_pnl += pnl
+    def record_trade_pnl(self, symbol: str, pnl: Decimal, at_ns: int | None = None) -> None:
+        """Book a closed trade. ``at_ns`` is when it closed (the event's time, default now):
+        a replay after a restart then books it into the UTC day it really belongs to (a
+        trade of a day already rolled over counts in ``realized`` only)."""
+        if at_ns is None:
+            self._roll_day()
+            day = self.day
+        else:
+            day = at_ns // DAY_NS
+            self._roll_day(max(day, self._today()))
+        if day == self.day:
+            self.daily_pnl += pnl
         self.realized[symbol] = self.realized.get(symbol, ZERO) + pnl
 
     def daily_loss(self) -> Decimal:
@@ -95,9 +104,9 @@ class RiskGuard:
     def _today(self) -> int:
         return self.clock.now_ns() // DAY_NS
 
-    def _roll_day(self) -> None:
-        today = self._today()
-        if today != self.day:
+    def _roll_day(self, today: int | None = None) -> None:
+        today = self._today() if today is None else today
+        if today > self.day:
             self.day = today
             self.daily_pnl = ZERO
 

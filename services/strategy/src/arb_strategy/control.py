@@ -1,0 +1,100 @@
+"""Operator control (core NATS request/reply on ``ctl.strategy.<verb>``, JSON bodies).
+
+- ``trading`` ``{"enabled": false}`` → ``{"ok": true, "enabled": false, "persisted": true}``:
+  stops new entries at once (exits still run) and records ``ctl.event.trading`` durably.
+- ``snapshot`` ``{}`` (``arbctl snapshot``) → ``{"ok": true, "snapshot_id", "exec_seq"}``.
+- ``state`` ``{}`` → ``{"ok": true, "live": true, "state": <Snapshot doc, not saved>}``.
+
+Errors answer ``{"ok": false, "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from nats.aio.msg import Msg
+
+from arb_common.messages import TradingControl
+
+from .metrics import BAD_MESSAGES, TRADING_ENABLED
+from .snapshots import SnapshotError
+
+if TYPE_CHECKING:
+    from .app import StrategyService
+
+logger = logging.getLogger(__name__)
+
+
+def _request(msg: Msg) -> dict[str, Any]:
+    req = orjson.loads(msg.data) if msg.data else {}
+    if not isinstance(req, dict):
+        raise ValueError("request must be a JSON object")
+    return req
+
+
+async def _reply(msg: Msg, body: dict[str, Any]) -> None:
+    await msg.respond(orjson.dumps(body))
+
+
+class Control:
+    def __init__(self, svc: StrategyService) -> None:
+        self.svc = svc
+
+    async def subscribe(self) -> None:
+        bus = self.svc.bus
+        for verb, cb in (("trading", self.on_trading), ("snapshot", self.on_snapshot),
+                         ("state", self.on_state)):
+            await bus.nc.subscribe(bus.subjects.ctl("strategy", verb), cb=cb)
+
+    async def on_trading(self, msg: Msg) -> None:
+        try:
+            req = _request(msg)
+            enabled = req.get("enabled")
+            if enabled is not None and not isinstance(enabled, bool):
+                raise ValueError("'enabled' must be true or false")
+        except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+            BAD_MESSAGES.labels("control").inc()
+            await _reply(msg, {"ok": False, "error": str(exc)})
+            return
+        reply: dict[str, Any] = {"ok": True}
+        if enabled is not None:
+            reply["persisted"] = await self.set_trading(
+                enabled, actor=str(req.get("actor", "operator")), reason=str(req.get("reason", "")))
+        reply["enabled"] = self.svc.engine.trading_enabled
+        await _reply(msg, reply)
+
+    async def set_trading(self, enabled: bool, *, actor: str = "operator",
+                          reason: str = "") -> bool:
+        """Apply at once (exits keep running), then record it durably on ``ctl.event.trading``."""
+        svc = self.svc
+        svc.engine.trading_enabled = enabled
+        TRADING_ENABLED.set(1 if enabled else 0)
+        logger.warning("trading %s actor=%s reason=%s", "enabled" if enabled else "disabled",
+                       actor, reason)
+        ts = svc.clock.now_ns()
+        try:
+            await svc.bus.publish(svc.bus.subjects.ctl_event("trading"),
+                                  TradingControl(enabled=enabled, actor=actor, reason=reason),
+                                  f"trading:{ts}", timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 - the switch works; persistence is reported
+            logger.error("trading control not persisted error=%r", exc)
+            return False
+        return True
+
+    async def on_snapshot(self, msg: Msg) -> None:
+        if not self.svc.live:
+            await _reply(msg, {"ok": False,
+                               "error": f"not restored yet: {self.svc.restore_detail}"})
+            return
+        try:
+            snap = await self.svc.saver.save("manual")
+        except SnapshotError as exc:
+            await _reply(msg, {"ok": False, "error": str(exc)})
+            return
+        await _reply(msg, {"ok": True, "snapshot_id": snap.snapshot_id,
+                           "exec_seq": snap.exec_seq})
+
+    async def on_state(self, msg: Msg) -> None:
+        await _reply(msg, {"ok": True, "live": self.svc.live, "state": self.svc.state_doc()})
