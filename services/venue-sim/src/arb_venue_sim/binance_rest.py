@@ -31,7 +31,6 @@ RATE_LIMITS = [
     {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 1, "limit": 10},
     {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
 ]
-REJECT_FAULT_MSG = "Order rejected by the venue (simulated fault)."
 
 
 def symbol_info(spec: SymbolSpec) -> dict[str, Any]:
@@ -160,10 +159,12 @@ def register_rest(app: FastAPI, venue: Venue) -> None:  # noqa: C901 - one route
     async def new_order(request: Request) -> Response:
         params = await signed(request)
         req, resp_type = bp.order_request(params, specs)
-        if venue.faults.fires("reject_orders"):
-            exc = BinanceError(-2010, REJECT_FAULT_MSG, reason="fault_reject")
+        reject = venue.faults.get("reject_orders")
+        if reject is not None and venue.faults.fires("reject_orders"):
+            exc = reject.reject_error()
             engine.record_reject(req, exc)
             raise exc
+        req.fill_ratio = venue.faults.partial_fill_ratio()
         order = engine.place(req)
         return OrjsonResponse(order.placement_json(resp_type))
 

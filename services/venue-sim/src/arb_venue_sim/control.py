@@ -31,6 +31,7 @@ class FaultBody(BaseModel):
     kind: str
     value: float | None = None
     duration_s: float | None = None
+    reason: str | None = None  # reject_orders only (faults.REJECT_REASONS)
 
     @field_validator("kind")
     @classmethod
@@ -111,7 +112,7 @@ def register_control(app: FastAPI, sim: Simulator,  # noqa: C901 - one route tab
         check_token(request)
         v = venue_of(venue)
         try:
-            fault = v.faults.add(body.kind, body.value, body.duration_s)
+            fault = v.faults.add(body.kind, body.value, body.duration_s, body.reason)
         except ValueError as exc:
             field, _, message = str(exc).partition(": ")
             return _bad(field, message)

@@ -48,6 +48,7 @@ class OrderRequest:
     price: Decimal | None = None
     client_order_id: str | None = None
     external: bool = False
+    fill_ratio: Decimal | None = None  # partial_fill fault: a MARKET order fills this share
 
 
 class Engine:
@@ -124,7 +125,9 @@ class Engine:
             if dup:
                 raise BinanceError(-2010, "Duplicate order sent.", reason="duplicate")
         check_filters(spec, req, self._reference_price(spec, req))
-        fills, exhausted = self._walk(spec, req)
+        capped = _capped(spec, req)
+        fills, exhausted = self._walk(spec, req, capped)
+        exhausted = exhausted or capped is not None  # partial_fill: the rest expires
         qty_filled = sum((q for _, q in fills), ZERO)
         if req.type == "LIMIT_MAKER" and fills:
             raise BinanceError(-2010, "Order would immediately match and take.",
@@ -152,13 +155,18 @@ class Engine:
         best = book.best("asks" if req.side == "BUY" else "bids")
         return best[0] if best else spec.start_price
 
-    def _walk(self, spec: SymbolSpec, req: OrderRequest) -> tuple[list[Level], bool]:
-        """Taker fills against the book (not applied yet); ``exhausted``: ran out of book."""
+    def _walk(self, spec: SymbolSpec, req: OrderRequest,
+              capped: tuple[Decimal | None, Decimal | None] | None = None,
+              ) -> tuple[list[Level], bool]:
+        """Taker fills against the book (not applied yet); ``exhausted``: ran out of book.
+        ``capped``: (quantity, quote quantity) to walk instead of the order's own."""
         book = self.market.book(self.venue, spec.wire)
         side = "asks" if req.side == "BUY" else "bids"
         limit = None if req.type == "MARKET" else req.price
         fills: list[Level] = []
-        left_qty, left_quote = req.quantity, req.quote_qty
+        left_qty, left_quote = capped if capped is not None else (req.quantity, req.quote_qty)
+        if capped is not None and not (left_qty or left_quote):
+            return fills, True
         for price, avail in book.levels(side):
             if limit is not None and (price > limit if req.side == "BUY" else price < limit):
                 return fills, False
@@ -324,6 +332,21 @@ def _taker_status(req: OrderRequest, order: Order, exhausted: bool, rest_qty: De
     if rest_qty > 0:
         return "PARTIALLY_FILLED" if order.executed_qty > 0 else "NEW"
     return "EXPIRED"
+
+
+def _capped(spec: SymbolSpec, req: OrderRequest) -> tuple[Decimal | None, Decimal | None] | None:
+    """(quantity, quote quantity) a MARKET order may fill under the partial_fill fault: the
+    share rounded down to the step, at least one step, at most quantity - one step."""
+    ratio = req.fill_ratio
+    if ratio is None or req.type != "MARKET":
+        return None
+    if req.quantity is not None:
+        step = spec.step_size
+        if req.quantity < 2 * step:
+            return ZERO, None
+        part = floor_to_step(req.quantity * ratio, step)
+        return min(max(part, step), req.quantity - step), None
+    return None, (req.quote_qty or ZERO) * ratio
 
 
 def check_filters(spec: SymbolSpec, req: OrderRequest, ref_price: Decimal) -> None:

@@ -33,8 +33,12 @@ class RunningSim:
         return [o.record_json() for o in self.sim.venues[venue].engine.records]
 
     def fault(self, venue: str, kind: str, value: float | None = None,
-              duration_s: float | None = None) -> None:
-        self.sim.venues[venue].faults.add(kind, value, duration_s)
+              duration_s: float | None = None, reason: str | None = None) -> None:
+        """Inject a fault as ``POST /control/venues/{venue}/faults`` does (faults.py)."""
+        self.sim.venues[venue].faults.add(kind, value, duration_s, reason)
+
+    def clear_faults(self, venue: str) -> None:
+        self.sim.venues[venue].faults.clear()
 
 
 @asynccontextmanager
