@@ -106,9 +106,12 @@ async def test_5xx_then_order_never_found_becomes_rejected_after_the_window(
     venue_sim.fault("alpha", "http_5xx", 1.0, duration_s=0.5)
     await IntentExecutor(bus, clients, gate, resolve_s=2).handle(*env_for(bus, make_intent(4)))
     orders, _ = await order_events(bus)
-    alpha = [(o.status, o.reason) for o in orders if o.venue == "alpha"]
+    alpha = [(o.status, o.reason) for o in orders if o.venue == "alpha" and o.role == "leg"]
     assert [s for s, _ in alpha] == ["NEW", "UNKNOWN", "REJECTED"]
     assert alpha[-1][1] == "not found after timeout"
+    # The sell leg filled alone: the executor bought it back (hedge) so nothing is naked.
+    hedges = [o for o in orders if o.role == "hedge" and o.status == "FILLED"]
+    assert len(hedges) == 1 and hedges[0].side == "buy" and hedges[0].filled_quantity == D("0.01")
 
 
 async def test_venue_rejection_is_final_and_counted(
@@ -116,7 +119,7 @@ async def test_venue_rejection_is_final_and_counted(
     venue_sim.fault("beta", "reject_orders", 1.0)
     await IntentExecutor(bus, clients, gate).handle(*env_for(bus, make_intent(5)))
     orders, _ = await order_events(bus)
-    beta = [(o.status, o.reason) for o in orders if o.venue == "beta"]
+    beta = [(o.status, o.reason) for o in orders if o.venue == "beta" and o.role == "leg"]
     assert [s for s, _ in beta] == ["NEW", "REJECTED"]
     assert "rejected" in beta[-1][1].lower()
     await asyncio.sleep(0)

@@ -122,19 +122,25 @@ async def test_stale_intent_is_dropped_with_rejected_events(bus: Bus) -> None:
     assert not venues["alpha"].orders
 
 
-async def test_leg_mismatch_publishes_an_unhedged_exposure_risk_event(bus: Bus) -> None:
+async def test_short_sell_leg_is_unwound_on_the_cheaper_venue_and_reported(bus: Bus) -> None:
     venues = paper_venues(beta_bid_qty="0.2")   # sell leg can fill only 0.2 of 0.5
     gate = Gate(["alpha", "beta"])
     for v in ("alpha", "beta"):
         await set_ready(bus, v, True)
     await gate.start(bus)
     env, intent = await envelope_for(bus, make_intent())
-    await IntentExecutor(bus, venues, gate).handle(env, intent)
-    orders, _ = await events(bus)
+    # beta's book cannot take the 0.3 left; alpha's bids can: "cheapest" unwinds there.
+    await IntentExecutor(bus, venues, gate, books=venues["alpha"].books).handle(env, intent)
+    orders, fills = await events(bus)
     assert ("beta", "EXPIRED", D("0.2")) in [(o.venue, o.status, o.filled_quantity) for o in orders]
+    hedges = [o for o in orders if o.role == "hedge" and o.status in ("FILLED", "EXPIRED")]
+    assert [(o.venue, o.side, o.filled_quantity) for o in hedges] == [("alpha", "sell", D("0.3"))]
+    bought = sum((f.quantity for f in fills if f.side == "buy"), D(0))
+    sold = sum((f.quantity for f in fills if f.side == "sell"), D(0))
+    assert bought == sold == D("0.5")
     risk = [p for _, p in await stream_messages(bus, "RISK", bus.subjects.any("risk.>"))]
     assert len(risk) == 1 and isinstance(risk[0], RiskEvent)
-    assert risk[0].kind == "unhedged_exposure" and "0.3" in risk[0].detail
+    assert risk[0].kind == "hedged" and not risk[0].blocked and "bought-sold=0" in risk[0].detail
 
 
 async def test_below_min_notional_rejects_both_legs_without_sending(bus: Bus) -> None:

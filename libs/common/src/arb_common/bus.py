@@ -538,13 +538,28 @@ class _Consumer:
 
     async def _handle_one(self, d: Delivery) -> None:
         assert self.handler is not None
+        keepalive = asyncio.create_task(self._keepalive(d.msg))
         try:
             await self.handler(d.env, d.payload)
         except Exception as exc:  # noqa: BLE001
             await self._failed([d], exc)
             return
+        finally:
+            keepalive.cancel()
         await d.msg.ack()
         CONSUMED.labels(self.stream, self.durable).inc()
+
+    async def _keepalive(self, msg: Msg) -> None:
+        """Tell JetStream the message is still being worked on (``+WPI``) every third of
+        ``ack_wait``, so a long handler (e.g. a hedge) is not redelivered to a second worker
+        while it runs. A crashed process sends nothing: redelivery after ``ack_wait``."""
+        period = max(0.5, float(self.config.ack_wait or 30.0) / 3)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await msg.in_progress()
+            except Exception:  # noqa: BLE001 - connection trouble: redelivery decides
+                return
 
     def _dispatch(self, d: Delivery) -> None:
         """Run ``d`` after the previous message of its lane (concurrently with other lanes)."""
@@ -565,8 +580,12 @@ class _Consumer:
         task.add_done_callback(done)
 
     async def _after(self, prev: asyncio.Task[None] | None, d: Delivery) -> None:
-        if prev is not None:
-            await asyncio.wait({prev})  # never raises: each lane task handles its own errors
+        if prev is not None:  # waiting behind its lane: still "in progress" for JetStream
+            keepalive = asyncio.create_task(self._keepalive(d.msg))
+            try:
+                await asyncio.wait({prev})  # never raises: each lane task handles its errors
+            finally:
+                keepalive.cancel()
         try:
             await self._handle_one(d)
         except Exception as exc:  # noqa: BLE001 - ack/nak transport trouble: redelivered

@@ -99,6 +99,9 @@ class OrderEvent(msgspec.Struct, kw_only=True, frozen=True):
     reason: str = ""
     ts: int = 0  # ns
     origin_ts: int = 0  # ns, copied from the intent (latency tracing)
+    # "leg": one of the intent's two legs; "hedge": an order the executor sent to even out
+    # the legs' fills (same intent and trade id), see arb_executor.hedge.
+    role: Literal["leg", "hedge"] = "leg"
 
 
 class FillEvent(msgspec.Struct, kw_only=True, frozen=True):

@@ -15,8 +15,10 @@ from arb_common.settings import Mode, load_settings
 from arb_common.venues import VenueConfig, discover
 
 from .arbitrage import IntentExecutor
+from .balances import Balances
 from .config import ExecutorSettings
 from .gate import Gate
+from .hedge import HedgeConfig
 from .legs import TradingVenue
 from .paper import BookCache, PaperVenue
 from .venue_client import MarketRules, VenueClient
@@ -65,7 +67,7 @@ async def paper_rules(cfgs: dict[str, VenueConfig], s: ExecutorSettings
 
 
 async def build_venues(rt: ServiceRuntime, s: ExecutorSettings, bus: Bus,
-                       closers: list[Any]) -> dict[str, TradingVenue]:
+                       closers: list[Any], books: BookCache) -> dict[str, TradingVenue]:
     venues: dict[str, TradingVenue] = {}
     if s.mode is Mode.live:
         cfgs = await discover(s.venue_list, s.venue_sim_url)
@@ -86,8 +88,6 @@ async def build_venues(rt: ServiceRuntime, s: ExecutorSettings, bus: Bus,
         logger.warning("venue discovery failed (%s); paper fills use default fees/rules", exc)
         cfgs = {}
     rules = await paper_rules(cfgs, s)
-    books = BookCache()
-    await bus.subscribe(bus.subjects.any("md.book.*.*"), books.on_book, where="md.book")
     for v in s.venue_list:
         fee = cfgs[v].taker_fee if v in cfgs else "0.001"
         venues[v] = PaperVenue(
@@ -115,12 +115,21 @@ async def start(rt: ServiceRuntime) -> None:
     rt.on_shutdown(close_venues)  # registered first: runs after the bus stopped consuming
     rt.readiness.set("gate", False, "starting")
     bus: Bus = await connect_bus(rt)
-    venues = await build_venues(rt, s, bus, closers)
+    # Latest books: the paper fill model, and the hedger's venue choice in every mode.
+    books = BookCache()
+    await bus.subscribe(bus.subjects.any("md.book.*.*"), books.on_book, where="md.book")
+    venues = await build_venues(rt, s, bus, closers, books)
     gate = Gate(s.venue_list)
     await gate.start(bus)
     rt.readiness.probe("gate", gate.report)
-    executor = IntentExecutor(bus, venues, gate, max_age_s=s.intent_max_age_s,
-                              resolve_s=s.unknown_resolve_s)
+    balances = Balances(venues, refresh_s=s.balance_refresh_s)
+    rt.spawn(balances.run(rt.stopping), "balances")
+    executor = IntentExecutor(
+        bus, venues, gate, max_age_s=s.intent_max_age_s, resolve_s=s.unknown_resolve_s,
+        books=books, balances=balances,
+        hedge=HedgeConfig(policy=s.hedge_policy, timeout_s=s.hedge_timeout_s,
+                          max_attempts=s.hedge_max_attempts),
+    )
     # Gate-closed naks retry at 0.5, 1, 2, 5 s ... until the intent is stale (then dropped).
     bus.consume(stream="STRAT", durable=DURABLE, filter_subject=bus.subjects.any("strat.intent.>"),
                 handler=executor.handle, batch=16, backoff=(0.5, 1, 2, 5, 10, 30),

@@ -7,9 +7,11 @@ For each intent, in this order:
    (unless a previous attempt left an order on the venue: then the venue's truth is published);
 3. either venue's gate closed -> raise :class:`GateClosed` (nak with backoff: retried until the
    gate opens or the intent goes stale);
-4. size both legs to the venues' lot sizes, check min qty / notional (else REJECTED, ack);
+4. size both legs to the venues' lot sizes and the cached free balances, check min qty /
+   notional (else REJECTED, ack);
 5. both legs concurrently as MARKET orders (see :mod:`arb_executor.legs`);
-6. legs' fills differ -> ``arb_executor_unhedged_exposure`` and a ``RiskEvent``.
+6. legs' fills differ -> hedge the difference (:mod:`arb_executor.hedge`); what is left is
+   ``arb_executor_unhedged_exposure`` and, if tradable, a blocking ``RiskEvent``.
 
 Every event is published with PubAck before the handler returns (the bus acks after that).
 """
@@ -27,11 +29,14 @@ from prometheus_client import Gauge, Histogram
 from arb_common.bus import Bus, SeenIds
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.errors import TemporaryError
-from arb_common.messages import Envelope, Intent, RiskEvent
+from arb_common.messages import Envelope, Intent
 
+from .balances import Balances
 from .gate import Gate
+from .hedge import HedgeConfig, Hedger, taker_fee
 from .legs import EventSink, LegPlan, LegRunner, TradingVenue, client_order_id, plan_legs
 from .order_machine import OrderMachine
+from .paper import BookCache
 from .venue_client import OrderRejected
 
 logger = logging.getLogger(__name__)
@@ -40,8 +45,6 @@ INTENT_TO_ACK = Histogram(
     "arb_executor_intent_to_ack_seconds", "Intent publish -> all its events durable",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-UNHEDGED = Gauge("arb_executor_unhedged_exposure",
-                 "Base qty bought minus sold by the last intent's two legs", ["symbol"])
 INTENTS = Gauge("arb_executor_intents_in_flight", "Intents being executed")
 
 
@@ -55,6 +58,9 @@ class IntentExecutor:
         max_age_s: float = 10.0,
         resolve_s: float = 12.0,
         clock: Clock = SYSTEM_CLOCK,
+        books: BookCache | None = None,
+        balances: Balances | None = None,
+        hedge: HedgeConfig | None = None,
     ) -> None:
         self.bus = bus
         self.venues = venues
@@ -65,6 +71,9 @@ class IntentExecutor:
         self.attempted = SeenIds(100_000)
         self.done = SeenIds(100_000)
         self.runner = LegRunner(self.sink, self.attempted, resolve_s=resolve_s)
+        self.balances = balances
+        self.hedger = Hedger(bus, self.runner, venues, books, balances, hedge)
+        self._refreshing: set[asyncio.Task[None]] = set()
 
     async def handle(self, env: Envelope, intent: Any) -> None:
         if not isinstance(intent, Intent):
@@ -88,7 +97,7 @@ class IntentExecutor:
             return
         if age_ns > self.max_age_ns:
             logger.warning("stale intent intent_id=%s age_s=%.3f", intent.intent_id, age_ns / 1e9)
-            await self._stale(intent)
+            await self._stale(env, intent)
             return
         self.gate.check(intent.buy_venue, intent.sell_venue)  # GateClosed -> nak with delay
         try:
@@ -97,7 +106,7 @@ class IntentExecutor:
         except OrderRejected as exc:
             await self._reject_all(intent, exc.reason)
             return
-        plans, reason = plan_legs(intent, rules_b, rules_s)
+        plans, reason = plan_legs(intent, rules_b, rules_s, self._balance_cap(intent))
         if reason:
             logger.warning("intent not tradable intent_id=%s reason=%s", intent.intent_id, reason)
             for p in plans:
@@ -111,7 +120,47 @@ class IntentExecutor:
         if errors:
             # Redelivery is safe: the NEW duplicate makes each leg query its coid first.
             raise errors[0]
-        await self._check_hedge(env, intent, [r for r in results if isinstance(r, OrderMachine)])
+        legs = [r for r in results if isinstance(r, OrderMachine)]
+        recovering = any(p.coid in self.runner.recovered for p in plans)
+        await self._after_legs(env, intent, legs, recovering)
+
+    async def _after_legs(self, env: Envelope, intent: Intent, legs: list[OrderMachine],
+                          recovering: bool) -> None:
+        self._book_fills(intent, legs)
+        outcome = await self.hedger.even_out(env, intent, legs, recovering=recovering)
+        self._book_fills(intent, outcome.hedges)
+        if self.balances is not None and (any(m.state.filled_quantity for m in legs)
+                                          or outcome.hedges):
+            for v in {intent.buy_venue, intent.sell_venue}:  # off the hot path
+                task = asyncio.create_task(self.balances.refresh(v))
+                self._refreshing.add(task)
+                task.add_done_callback(self._refreshing.discard)
+
+    def _balance_cap(self, intent: Intent) -> tuple[Decimal, str] | None:
+        """The most both venues' cached free balances allow (None: not known)."""
+        if self.balances is None:
+            return None
+        best: tuple[Decimal, str] | None = None
+        for side, venue, price in (("buy", intent.buy_venue, intent.buy_price),
+                                   ("sell", intent.sell_venue, intent.sell_price)):
+            tv = self.venues[venue]
+            rules = tv.rules(intent.symbol)
+            asset = rules.quote if side == "buy" else rules.base
+            cap = self.balances.max_quantity(venue, side, rules.base, rules.quote,  # type: ignore[arg-type]
+                                             price, taker_fee(tv))
+            if cap is not None and (best is None or cap < best[0]):
+                best = (cap, f"{asset} on {venue}")
+        return best
+
+    def _book_fills(self, intent: Intent, machines: list[OrderMachine]) -> None:
+        if self.balances is None:
+            return
+        for m in machines:
+            s = m.state
+            if s.filled_quantity > 0 and s.avg_price is not None:
+                rules = self.venues[s.venue].rules(s.symbol)
+                self.balances.apply_fill(s.venue, s.side, rules.base, rules.quote,
+                                         s.filled_quantity, s.avg_price, Decimal(0), "")
 
     def _plans_unsized(self, intent: Intent) -> list[LegPlan]:
         return [
@@ -125,8 +174,10 @@ class IntentExecutor:
         for p in self._plans_unsized(intent):
             await self.runner.reject(p, intent, reason)
 
-    async def _stale(self, intent: Intent) -> None:
-        """Drop a stale intent, unless an earlier attempt already put an order on a venue."""
+    async def _stale(self, env: Envelope, intent: Intent) -> None:
+        """Drop a stale intent, unless an earlier attempt already put an order on a venue:
+        then its truth is published and the legs are evened out (hedged) as usual."""
+        legs: list[OrderMachine] = []
         for p in self._plans_unsized(intent):
             venue = self.venues[p.venue]
             found = None
@@ -140,25 +191,13 @@ class IntentExecutor:
                                      p.venue, p.coid, exc)
                         continue  # stays as recorded (UNKNOWN): the reconciler resolves it
             if found is not None:
-                await self.runner.apply(self.runner.machine(
+                m = self.runner.machine(
                     LegPlan(p.leg, p.venue, p.symbol, found.quantity, p.coid, p.expected_price),
-                    intent), found)
+                    intent)
+                await self.runner.apply(m, found)
+                legs.append(m)
             else:
-                await self.runner.reject(p, intent, "stale intent")
-
-    async def _check_hedge(self, env: Envelope, intent: Intent, legs: list[OrderMachine]) -> None:
-        bought = sum((m.state.filled_quantity for m in legs if m.state.side == "buy"), Decimal(0))
-        sold = sum((m.state.filled_quantity for m in legs if m.state.side == "sell"), Decimal(0))
-        diff = bought - sold
-        UNHEDGED.labels(intent.symbol).set(float(diff))
-        if diff == 0:
-            return
-        states = ", ".join(f"{m.state.side}@{m.state.venue}={m.status}/{m.state.filled_quantity}"
-                           for m in legs)
-        logger.error("unhedged exposure intent_id=%s symbol=%s diff=%s legs=[%s]",
-                     intent.intent_id, intent.symbol, diff, states)
-        kind = "unhedged_exposure"
-        event = RiskEvent(symbol=intent.symbol, kind=kind, blocked=False,
-                          detail=f"intent {intent.intent_id}: bought-sold={diff} ({states})")
-        await self.bus.publish(self.bus.subjects.risk(intent.symbol), event,
-                               f"risk:{intent.symbol}:{kind}:{env.ts}")
+                legs.append(await self.runner.reject(p, intent, "stale intent"))
+        if len(legs) == 2 and any(m.state.filled_quantity for m in legs) and all(
+                self.gate.is_open(v) for v in (intent.buy_venue, intent.sell_venue)):
+            await self._after_legs(env, intent, legs, recovering=True)

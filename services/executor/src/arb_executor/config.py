@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -33,6 +34,16 @@ class ExecutorSettings(CommonSettings):
     paper_lot_step: str = "0.00001"
     paper_min_qty: str = "0.00001"
     paper_min_notional: str = "5"
+    # Hedging uneven legs (arb_executor.hedge): which venue evens them out — "complete"
+    # (the short leg's venue), "unwind" (the long leg's venue) or "cheapest" (by the books,
+    # after fees); within this time limit and number of hedge orders per intent.
+    hedge_policy: Literal["complete", "unwind", "cheapest"] = "cheapest"
+    hedge_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    hedge_max_attempts: int = Field(default=4, ge=1, le=20)
+    # Free balances for the pre-send check are re-read from the venues this often (and
+    # after every intent that filled).
+    balance_refresh_s: float = Field(default=5.0, gt=0)
+
     # Paper / shadow fill model (arb_executor.paper). Fees used when the venue's own are not
     # known (discovery failed); the venue's taker fee is charged on every paper fill.
     paper_taker_fee: str = "0.001"

@@ -18,7 +18,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Literal, Protocol
 
 from nats.js.api import PubAck
 from prometheus_client import Counter
@@ -84,13 +84,21 @@ class LegPlan:
     quantity: Decimal
     coid: str
     expected_price: Decimal
+    role: Literal["leg", "hedge"] = "leg"
 
 
 def plan_legs(
-    intent: Intent, buy_rules: MarketRules, sell_rules: MarketRules
+    intent: Intent, buy_rules: MarketRules, sell_rules: MarketRules,
+    cap: tuple[Decimal, str] | None = None,
 ) -> tuple[list[LegPlan], str]:
-    """Both legs with the same lot-sized quantity, or ``([...], reason)`` if it cannot trade."""
-    qty = floor_to_step(floor_to_step(intent.quantity, buy_rules.lot_step), sell_rules.lot_step)
+    """Both legs with the same lot-sized quantity, or ``([...], reason)`` if it cannot trade.
+
+    ``cap``: (the most both venues' free balances allow, which venue/asset limits it); the
+    legs are sized down to it, and refused if that leaves less than a venue's minimum."""
+    want = intent.quantity
+    if cap is not None and cap[0] < want:
+        want = max(cap[0], Decimal(0))
+    qty = floor_to_step(floor_to_step(want, buy_rules.lot_step), sell_rules.lot_step)
     qty = floor_to_step(qty, buy_rules.lot_step)  # coarser step wins when steps differ
     legs = [
         LegPlan("buy", intent.buy_venue, intent.symbol, qty,
@@ -99,6 +107,10 @@ def plan_legs(
                 client_order_id(intent.intent_id, "sell"), intent.sell_price),
     ]
     for leg, rules in ((legs[0], buy_rules), (legs[1], sell_rules)):
+        if cap is not None and want < intent.quantity and (qty <= 0 or qty < rules.min_qty
+                                                             or qty * leg.expected_price
+                                                             < rules.min_notional):
+            return legs, f"insufficient balance: {cap[1]} allows {qty} of {intent.quantity}"
         if qty <= 0 or qty < rules.min_qty:
             return legs, f"below min quantity on {leg.venue} ({qty} < {rules.min_qty})"
         if qty * leg.expected_price < rules.min_notional:
@@ -150,13 +162,16 @@ class LegRunner:
         self.sink = sink
         self.attempted = attempted
         self.resolve_s = resolve_s
+        # coids whose NEW was already on the bus or attempted by this process: an earlier
+        # attempt (before a crash or a redelivery) may have left orders, hedges included.
+        self.recovered = SeenIds(100_000)
 
     @staticmethod
     def machine(plan: LegPlan, intent: Intent) -> OrderMachine:
         return OrderMachine(OrderState(
             venue=plan.venue, symbol=plan.symbol, client_order_id=plan.coid, side=plan.leg,
             quantity=plan.quantity, intent_id=intent.intent_id, trade_id=intent.trade_id,
-            origin_ts=intent.origin_ts,
+            origin_ts=intent.origin_ts, role=plan.role,
         ))
 
     async def reject(self, plan: LegPlan, intent: Intent, reason: str) -> OrderMachine:
@@ -171,6 +186,8 @@ class LegRunner:
         ack = await self.sink.order(m)  # NEW: the durable record that we are about to send
         seen_before = ack.duplicate or plan.coid in self.attempted
         self.attempted.add(plan.coid)
+        if seen_before:
+            self.recovered.add(plan.coid)
         if seen_before:
             existing = await venue.query(plan.symbol, plan.coid)  # UnknownOutcome -> nak
             if existing is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Literal
 
 from prometheus_client import Counter
 
@@ -58,6 +59,7 @@ class OrderState:
     reason: str = ""
     intent_id: str = ""
     trade_id: str = ""
+    role: Literal["leg", "hedge"] = "leg"
     origin_ts: int = 0
 
 
@@ -141,4 +143,5 @@ class OrderMachine:
             reason=s.reason,
             ts=ts,
             origin_ts=s.origin_ts,
+            role=s.role,
         )

@@ -37,6 +37,7 @@ from arb_common.venues import discover
 from .config import StrategySettings
 from .control import Control
 from .engine import Engine, EngineConfig
+from .hedge_blocks import HedgeBlocks
 from .hotstate import DAILY, StrategyHot
 from .memory import COMPONENT, StrategyMemory
 from .metrics import (
@@ -131,6 +132,7 @@ class StrategyService:
                                risk_event_interval_s=settings.risk_event_interval_s,
                                changed=self.hot_changed)
         self.control = Control(self)
+        self.hedge_blocks = HedgeBlocks(self)
         self.stopping = False
         self._halt = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -141,6 +143,7 @@ class StrategyService:
         subj = self.bus.subjects
         await self.bus.subscribe(subj.any("md.book.*.*"), self.on_book, where="md.book")
         await self.control.subscribe()
+        self.hedge_blocks.start()
         await self.bus.subscribe(subj.any("sys.ready.*"), self.on_ready, where="sys.ready")
         for venue in self.engine.fees:
             last = await self.bus.last_message("RECON", subj.ready(venue))

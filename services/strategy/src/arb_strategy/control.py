@@ -4,6 +4,9 @@
   stops new entries at once (exits still run) and records ``ctl.event.trading`` durably.
 - ``snapshot`` ``{}`` (``arbctl snapshot``) → ``{"ok": true, "snapshot_id", "exec_seq"}``.
 - ``state`` ``{}`` → ``{"ok": true, "live": true, "state": <Snapshot doc, not saved>}``.
+- ``unblock`` ``{"symbol": "BTC-USDT"}`` → ``{"ok": true, "symbol", "was_blocked", "blocks"}``:
+  clears a block the executor raised for unhedged exposure (:mod:`.hedge_blocks`);
+  ``{}`` lists the blocks.
 
 Errors answer ``{"ok": false, "error": "..."}``.
 """
@@ -45,7 +48,7 @@ class Control:
     async def subscribe(self) -> None:
         bus = self.svc.bus
         for verb, cb in (("trading", self.on_trading), ("snapshot", self.on_snapshot),
-                         ("state", self.on_state)):
+                         ("state", self.on_state), ("unblock", self.on_unblock)):
             await bus.nc.subscribe(bus.subjects.ctl("strategy", verb), cb=cb)
 
     async def on_trading(self, msg: Msg) -> None:
@@ -98,3 +101,26 @@ class Control:
 
     async def on_state(self, msg: Msg) -> None:
         await _reply(msg, {"ok": True, "live": self.svc.live, "state": self.svc.state_doc()})
+
+    async def on_unblock(self, msg: Msg) -> None:
+        blocks = self.svc.hedge_blocks
+        try:
+            req = _request(msg)
+            symbol = req.get("symbol")
+            if symbol is not None and (not isinstance(symbol, str) or not symbol):
+                raise ValueError("'symbol' must be a symbol like BTC-USDT")
+        except ValueError as exc:
+            BAD_MESSAGES.labels("control").inc()
+            await _reply(msg, {"ok": False, "error": str(exc)})
+            return
+        reply: dict[str, Any] = {"ok": True}
+        if symbol is not None:
+            reply["symbol"] = symbol
+            reply["was_blocked"] = symbol in blocks.blocks
+            try:
+                await blocks.unblock(symbol, str(req.get("actor", "operator")))
+            except Exception as exc:  # noqa: BLE001 - told to the operator
+                await _reply(msg, {"ok": False, "error": f"not persisted: {exc!r}"})
+                return
+        reply["blocks"] = dict(blocks.blocks)
+        await _reply(msg, reply)

@@ -82,6 +82,26 @@ class Decision:
     ts: int = 0  # when it was decided (ns): the intents' envelope time
 
 
+def open_filled(trade: OpenTrade, legs: Mapping[str, Decimal]) -> tuple[Decimal, bool]:
+    """(quantity the open really holds on both venues, whether its fills are even).
+
+    ``legs``: ``buy`` / ``sell`` -> the open legs' filled quantities, and
+    ``hedge:<venue>:<side>:<coid>`` -> a hedge order's. A hedge on the buy venue adds to
+    (buy) or takes from (sell) the long side, one on the sell venue to the short side."""
+    long = legs.get("buy", Decimal(0))
+    short = legs.get("sell", Decimal(0))
+    for key, qty in legs.items():
+        if not key.startswith("hedge:"):
+            continue
+        _, venue, side, _ = key.split(":", 3)
+        signed = qty if side == "buy" else -qty
+        if venue == trade.buy_venue:
+            long += signed
+        elif venue == trade.sell_venue:
+            short -= signed
+    return max(Decimal(0), min(long, short)), long == short
+
+
 def trade_id_for(session: str, symbol: str, q: Quote) -> str:
     key = f"{session}|{symbol}|{q.buy_venue}:{q.buy_seq}|{q.sell_venue}:{q.sell_seq}"
     return f"{symbol}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
@@ -138,17 +158,25 @@ class Engine:
     def on_order(self, ev: OrderEvent, at_ns: int | None = None) -> None:
         """Learn how the open of the current trade ended, so a close never trades more than
         the open really filled, and an open that filled nothing returns the symbol to flat
-        (cooling down from ``at_ns``, the event's time, default now)."""
+        (cooling down from ``at_ns``, the event's time, default now). Hedge orders of the
+        open (``role="hedge"``) count on the venue they traded on (:func:`open_filled`)."""
         st = self.symbols.get(ev.symbol)
         trade = st.trade if st is not None else None
         if st is None or trade is None or ev.trade_id != trade.trade_id:
             return
         if not ev.intent_id.endswith(":open") or ev.status not in TERMINAL:
             return
-        st.open_legs[ev.side] = ev.filled_quantity
-        if len(st.open_legs) < 2:
+        key = ev.side if ev.role == "leg" else f"hedge:{ev.venue}:{ev.side}:{ev.client_order_id}"
+        st.open_legs[key] = ev.filled_quantity
+        if "buy" not in st.open_legs or "sell" not in st.open_legs:
             return
-        filled = min(st.open_legs.values())
+        filled, even = open_filled(trade, st.open_legs)
+        if not even:
+            # The executor is hedging the difference (its hedge orders follow): hold what is
+            # matched so far and decide nothing until the legs are even again.
+            if filled != trade.quantity:
+                st.trade = OpenTrade(**{**trade.__dict__, "quantity": filled})
+            return
         if filled == 0:
             logger.warning("open filled nothing symbol=%s trade_id=%s; back to flat",
                            ev.symbol, trade.trade_id)
@@ -212,6 +240,13 @@ class Engine:
                      now: int) -> Decision:
         trade = st.trade
         assert trade is not None
+        if trade.quantity == 0:  # legs uneven, nothing matched yet: wait for the hedge
+            if (now - trade.opened_ns) / NS >= self.cfg.max_hold_s:
+                logger.warning("open never matched symbol=%s trade_id=%s; flat",
+                               symbol, trade.trade_id)
+                st.trade, st.open_legs = None, {}
+                st.cooldown_until_ns = now + int(self.cfg.cooldown_s * NS)
+            return Decision()
         best = best_quote(fresh, self.cfg.order_qty[symbol], self.fees)
         out = Decision(spread_bps=best.net_bps if best else None)
         exit_q = self._exit_quote(trade, fresh)

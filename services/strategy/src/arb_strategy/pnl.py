@@ -1,9 +1,10 @@
 """Per-trade realized PnL from fills.
 
-A trade (``trade_id``) is complete once closing fills exist on both sides and the quantity
-bought equals the quantity sold over all its fills. Its PnL is the sell proceeds minus the buy
-costs minus fees in the quote asset (fees charged in the base asset are valued at the fill
-price; fees in any other asset are not counted and logged).
+A trade (``trade_id``) is complete once the quantity bought equals the quantity sold over
+all its fills (hedges included) and either closing fills exist on both sides or every venue
+it traded on is flat again (an open whose legs the executor unwound). Its PnL is the sell
+proceeds minus the buy costs minus fees in the quote asset (fees charged in the base asset
+are valued at the fill price; fees in any other asset are not counted and logged).
 
 ``get_state()`` / ``restore_state()`` round-trip the open trades' partial accounting exactly
 and the most recent completed trade ids (so a fill replayed after a restart never reopens a
@@ -34,6 +35,8 @@ class _Trade:
     close_sold: Decimal = ZERO
     cash: Decimal = ZERO  # sell proceeds - buy costs - fees (quote)
     fill_ids: set[str] = field(default_factory=set)
+    # base bought - sold per venue; None: restored from a state that did not record it
+    venue_net: dict[str, Decimal] | None = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,14 @@ class PnlTracker:
             if closing:
                 trade.close_sold += fill.quantity
         trade.cash -= self._fee_in_quote(fill)
-        if trade.close_bought > 0 and trade.close_sold > 0 and trade.bought == trade.sold:
+        if trade.venue_net is not None:
+            signed = fill.quantity if fill.side == "buy" else -fill.quantity
+            trade.venue_net[fill.venue] = trade.venue_net.get(fill.venue, ZERO) + signed
+        if trade.bought != trade.sold:
+            return None
+        closed = trade.close_bought > 0 and trade.close_sold > 0
+        flat = trade.venue_net is not None and all(q == 0 for q in trade.venue_net.values())
+        if closed or flat:
             return self._complete(fill.trade_id, trade)
         return None
 
@@ -116,6 +126,8 @@ class PnlTracker:
                 symbol=str(raw["symbol"]), bought=D(raw["bought"]), sold=D(raw["sold"]),
                 close_bought=D(raw["close_bought"]), close_sold=D(raw["close_sold"]),
                 cash=D(raw["cash"]), fill_ids=set(raw["fill_ids"]),
+                venue_net=({v: D(q) for v, q in raw["venue_net"].items()}
+                           if "venue_net" in raw else None),
             )
             for tid, raw in state["open"].items()
         }
@@ -128,4 +140,6 @@ def _trade_state(t: _Trade) -> dict[str, Any]:
         "symbol": t.symbol, "bought": str(t.bought), "sold": str(t.sold),
         "close_bought": str(t.close_bought), "close_sold": str(t.close_sold),
         "cash": str(t.cash), "fill_ids": sorted(t.fill_ids),
+        **({"venue_net": {v: str(q) for v, q in sorted(t.venue_net.items())}}
+           if t.venue_net is not None else {}),
     }

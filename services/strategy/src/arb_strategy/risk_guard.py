@@ -22,6 +22,7 @@ from arb_common.money import ZERO, D, to_str
 DAY_NS = 86_400 * 1_000_000_000
 DAILY_LOSS = "daily_loss_limit"
 EXPOSURE = "exposure_cap"
+UNHEDGED = "unhedged_exposure"
 
 
 class RiskGuard:
@@ -44,12 +45,17 @@ class RiskGuard:
         self.realized: dict[str, Decimal] = {}
         self.positions: dict[str, dict[str, Decimal]] = {}  # symbol -> venue -> base qty
         self.prices: dict[str, dict[str, Decimal]] = {}  # symbol -> venue -> last fill price
+        # symbol -> why: exposure the executor could not hedge (RISK stream, not snapshot
+        # state: rebuilt by replaying RISK at start); cleared by an operator (unblock).
+        self.blocks: dict[str, str] = {}
 
     # ------------------------------------------------------------ checks
     def allow_open(self, symbol: str, notional: Decimal) -> tuple[bool, str]:
         """May a new position of ``notional`` (quote) open on ``symbol``? ``(ok, reason)``;
         a refusal's reason starts with its kind (``daily_loss_limit`` / ``exposure_cap``)."""
         self._roll_day()
+        if symbol in self.blocks:
+            return False, f"{UNHEDGED}: {self.blocks[symbol]}"
         if self.daily_pnl <= -self.daily_loss_limit:
             return False, (f"{DAILY_LOSS}: daily pnl {to_str(self.daily_pnl)} <= "
                            f"-{to_str(self.daily_loss_limit)}")
