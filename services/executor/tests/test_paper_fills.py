@@ -8,7 +8,7 @@ import pytest
 
 from arb_common.messages import Book
 from arb_executor.paper import BookCache, PaperVenue, fill_market_order
-from arb_executor.venue_client import MarketRules, OrderRejected
+from arb_executor.venue_client import DuplicateOrder, MarketRules, OrderRejected
 
 RULES = MarketRules("BTC-USDT", D("0.001"), D("0.001"), D("10"), "BTC", "USDT")
 
@@ -66,7 +66,7 @@ async def test_paper_venue_keeps_orders_by_coid_and_refuses_a_second_send() -> N
     first = await venue.submit("BTC-USDT", "buy", D("1"), "c6")
     assert await venue.query("BTC-USDT", "c6") == first
     assert await venue.query("BTC-USDT", "other") is None
-    with pytest.raises(OrderRejected, match="Duplicate"):
+    with pytest.raises(DuplicateOrder, match="Duplicate"):
         await venue.submit("BTC-USDT", "buy", D("1"), "c6")
 
 

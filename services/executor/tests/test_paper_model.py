@@ -10,7 +10,7 @@ import pytest
 from arb_common.clock import ManualClock
 from arb_common.messages import Book
 from arb_executor.paper import BookCache, PaperVenue
-from arb_executor.venue_client import MarketRules, OrderRejected
+from arb_executor.venue_client import DuplicateOrder, MarketRules, OrderRejected
 
 RULES = MarketRules("BTC-USDT", D("0.001"), D("0.001"), D("10"), "BTC", "USDT")
 
@@ -123,7 +123,7 @@ async def test_listed_symbols_without_exchange_info_use_the_default_rules() -> N
 async def test_a_used_client_order_id_is_refused_as_duplicate() -> None:
     v = venue(book([("100", "5")]))
     first = await v.submit("BTC-USDT", "buy", D("1"), "d1")
-    with pytest.raises(OrderRejected, match=r"^Duplicate order sent\.$"):
+    with pytest.raises(DuplicateOrder, match=r"^Duplicate order sent\.$"):
         await v.submit("BTC-USDT", "buy", D("1"), "d1")
     assert await v.query("BTC-USDT", "d1") == first
     assert await v.query("ETH-USDT", "d1") is None  # the venue looks it up per symbol
@@ -196,7 +196,7 @@ async def test_concurrent_orders_cannot_spend_the_same_balance_or_reuse_a_coid()
         v.submit("BTC-USDT", "buy", D("1"), "c2"),
         return_exceptions=True)
     assert results[0].status == "FILLED"  # type: ignore[union-attr]
-    assert isinstance(results[1], OrderRejected) and results[1].reason == "Duplicate order sent."
+    assert isinstance(results[1], DuplicateOrder) and str(results[1]) == "Duplicate order sent."
     assert isinstance(results[2], OrderRejected) and "insufficient balance" in results[2].reason
     assert v.balances() == {"USDT": D("49.9"), "BTC": D("1")}
 

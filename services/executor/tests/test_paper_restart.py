@@ -164,8 +164,10 @@ async def test_expired_partial_order_is_rebuilt_with_its_partial_quantity(
         await order(bus, "beta", "E1", "sell", "1", "NEW")
         await order(bus, "beta", "E1", "sell", "1", "EXPIRED", "0.3", "99")
         await fill(bus, "beta", "E1", 1, "sell", "0.3", "99", "0.0297")
+        books = BookCache()  # the caller's own cache (already subscribed to the books)
         venues: dict[str, PaperVenue] = await build_paper_venues(
-            bus, settings(bus_prefix, nats_url), {}, RULES)
+            bus, settings(bus_prefix, nats_url), {}, RULES, books=books)
+        assert venues["beta"].books is books
         e1 = await venues["beta"].query("BTC-USDT", "E1")
         assert e1 is not None and (e1.status, e1.quantity, e1.filled) == (
             "EXPIRED", D("1"), D("0.3"))

@@ -2,9 +2,10 @@
 
 What a venue would do with a MARKET order, in this order:
 
-1. symbol not listed -> rejected ``Invalid symbol.``; client order id already used ->
-   ``Duplicate order sent.`` (the order "travels" the configured latency first, like a real
-   round trip);
+1. symbol not listed -> rejected ``Invalid symbol.``; client order id already used (or in
+   flight) -> :class:`~arb_executor.venue_client.DuplicateOrder` ``Duplicate order sent.``,
+   as the live adapter classifies it (the caller queries the coid); the order "travels" the
+   configured latency first, like a real round trip;
 2. after the latency, against the book as it is THEN (latest ``md.book.<venue>.<symbol>``):
    quantity < minQty or not on the stepSize grid -> ``Filter failure: LOT_SIZE``; no book,
    or none newer than ``book_stale_s`` -> rejected ``no book ...``; quantity x best price <
@@ -36,7 +37,7 @@ from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.messages import Book, FillEvent, Level, OrderEvent, Side
 from arb_common.money import ZERO, D, quantize
 
-from .venue_client import MarketRules, OrderRejected, VenueFill, VenueOrder
+from .venue_client import DuplicateOrder, MarketRules, OrderRejected, VenueFill, VenueOrder
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +241,8 @@ class PaperVenue:
         try:
             if self.latency_s > 0:
                 await self._sleep(self.latency_s)
-            if duplicate:
-                raise OrderRejected(DUPLICATE)
+            if duplicate:  # like VenueClient: the caller queries the coid instead
+                raise DuplicateOrder(DUPLICATE)
             return self._execute(rules, side, quantity, coid)  # no await: atomic
         finally:
             if not duplicate:

@@ -120,15 +120,18 @@ async def build_paper_venues(
     rules: Mapping[str, Mapping[str, MarketRules]],
     *,
     clock: Clock = SYSTEM_CLOCK,
+    books: BookCache | None = None,
     replay_timeout_s: float = 120.0,
 ) -> dict[str, PaperVenue]:
     """Paper venues ready to trade: books subscribed, orders and balances replayed from EXEC.
 
-    Call before consuming intents. Raises :class:`TemporaryError` when the replay does not
-    catch up within ``replay_timeout_s`` (the service exits and is restarted).
+    ``books``: a cache the caller already feeds from ``md.book.*.*`` (else one is made and
+    subscribed here). Call before consuming intents. Raises :class:`TemporaryError` when the
+    replay does not catch up within ``replay_timeout_s`` (the service exits and is restarted).
     """
-    books = BookCache(clock)
-    await bus.subscribe(bus.subjects.any("md.book.*.*"), books.on_book, where="md.book")
+    if books is None:
+        books = BookCache(clock)
+        await bus.subscribe(bus.subjects.any("md.book.*.*"), books.on_book, where="md.book")
     venues = make_paper_venues(books, settings, venue_cfgs, rules, clock=clock)
     replay = PaperReplay(venues, mode=settings.mode.value, session=settings.session)
     await replay.start(bus, timeout_s=replay_timeout_s)
