@@ -20,6 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "deploy" / "docker"
 UV_VERSION = "0.13.9"
+# HEALTHCHECK: GET /healthz on the port the service listens on (ARB_HTTP_PORT, set in the image).
+HEALTHCHECK_PY = ("import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + "
+                  "os.environ['ARB_HTTP_PORT'] + '/healthz', timeout=4)")
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ COPY --from=build /app/.venv /app/.venv
 {extra}USER 10001:10001
 EXPOSE {svc.port}
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \\
-    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ARB_HTTP_PORT', '{svc.port}') + '/healthz', timeout=4)"]
+    CMD ["python3", "-c", "{HEALTHCHECK_PY}"]
 ENTRYPOINT ["python3", "-m", "{svc.module}"]
 
 ARG VERSION=0.1.0

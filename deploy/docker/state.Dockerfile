@@ -56,7 +56,7 @@ COPY services/state/migrations /app/services/state/migrations
 USER 10001:10001
 EXPOSE 8084
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ARB_HTTP_PORT', '8084') + '/healthz', timeout=4)"]
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['ARB_HTTP_PORT'] + '/healthz', timeout=4)"]
 ENTRYPOINT ["python3", "-m", "arb_state"]
 
 ARG VERSION=0.1.0

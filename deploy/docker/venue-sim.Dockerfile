@@ -54,7 +54,7 @@ COPY --from=build /app/.venv /app/.venv
 USER 10001:10001
 EXPOSE 8090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ARB_HTTP_PORT', '8090') + '/healthz', timeout=4)"]
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['ARB_HTTP_PORT'] + '/healthz', timeout=4)"]
 ENTRYPOINT ["python3", "-m", "arb_venue_sim"]
 
 ARG VERSION=0.1.0

@@ -387,9 +387,9 @@ def market_data() -> Dashboard:
                       kind="stat", decimals=0, width=8, height=5,
                       thresholds=((None, "green"), (1, "red")),
                       description="Books without an update for more than 10 s (FeedStale)."),
-                Panel("Frames / s (all)", (q(f"sum(rate(arb_market_data_frames_total{{{ven}}}[1m]))",
-                                             "frames"),), kind="stat", unit="ops", width=8,
-                      height=5),
+                Panel("Frames / s (all)",
+                      (q(f"sum(rate(arb_market_data_frames_total{{{ven}}}[1m]))", "frames"),),
+                      kind="stat", unit="ops", width=8, height=5),
                 Panel("WebSocket frames / s", (q(f"sum by (venue) "
                                                  f"(rate(arb_market_data_frames_total{{{ven}}}[1m]))",
                                                  "{{venue}}"),), unit="ops"),
