@@ -477,6 +477,32 @@ def execution() -> Dashboard:
                          "{{kind}}"),), kind="bargauge", decimals=0,
                       thresholds=((None, "green"), (1, "red"))),
             )),
+            Row("Hedging", (
+                Panel("Uneven legs / hedge results (1 h)", (
+                    q("sum by (symbol) (increase(arb_executor_leg_mismatch_total[1h]))",
+                      "uneven {{symbol}}"),
+                    q("sum by (symbol, result) (increase(arb_executor_hedge_results_total[1h]))",
+                      "{{result}} {{symbol}}"),
+                ), kind="bargauge", decimals=0,
+                      description="Intents whose legs filled different quantities, and how "
+                                  "hedging ended (hedged, dust, residual, unknown)."),
+                Panel("Hedge orders (1 h)",
+                      (q("sum by (venue, outcome) (increase(arb_executor_hedge_orders_total[1h]))",
+                         "{{venue}} {{outcome}}"),), kind="bargauge", decimals=0),
+                Panel("Uneven -> even again", (
+                    q("histogram_quantile(0.5, sum by (le) "
+                      "(rate(arb_executor_hedge_seconds_bucket[15m])))", "p50"),
+                    q("histogram_quantile(0.99, sum by (le) "
+                      "(rate(arb_executor_hedge_seconds_bucket[15m])))", "p99"),
+                ), unit="s"),
+                Panel("Symbols blocked by unhedged exposure",
+                      (q("arb_strategy_symbol_blocked", "{{symbol}}"),), kind="stat",
+                      mappings=(("0", "OK", "green"), ("1", "BLOCKED", "red")),
+                      thresholds=((None, "green"), (1, "red")), width=12, height=5),
+                Panel("Free balances (executor's last view)",
+                      (q(f"arb_executor_balance_free{{{ven}}}", "{{venue}} {{asset}}"),),
+                      kind="table", width=12, height=5),
+            )),
             Row("Risk and gate", (
                 Panel("Unhedged exposure (base)",
                       (q("arb_executor_unhedged_exposure", "{{symbol}}"),), unit="none",
