@@ -173,3 +173,51 @@ async def test_expired_partial_order_is_rebuilt_with_its_partial_quantity(
             "EXPIRED", D("1"), D("0.3"))
         assert venues["beta"].balances()["BTC"] == D("0.7")
         assert venues["beta"].balances()["USDT"] == D("1000") + D("29.7") - D("0.0297")
+
+
+async def test_executor_restarted_with_rebuilt_paper_venues_never_fills_an_intent_twice(
+        nats_url: str, bus_prefix: str, cleanup_streams: None) -> None:
+    from arb_common.messages import Intent, VenueReady, decode
+    from arb_executor.arbitrage import IntentExecutor
+    from arb_executor.gate import Gate
+    from arb_executor.legs import client_order_id
+
+    from .conftest import stream_messages
+
+    def feed(books: BookCache) -> None:
+        books.update(Book(venue="alpha", symbol="BTC-USDT", seq=1, bids=[(D("99"), D("5"))],
+                          asks=[(D("100"), D("0.2")), (D("100.5"), D("5"))]))
+        books.update(Book(venue="beta", symbol="BTC-USDT", seq=1, bids=[(D("102"), D("5"))],
+                          asks=[(D("103"), D("5"))]))
+
+    async with connected_bus(nats_url, bus_prefix, "executor", session="s1") as bus:
+        for v in ("alpha", "beta"):
+            await bus.publish(bus.subjects.ready(v), VenueReady(venue=v, ready=True, run_id="r"),
+                              f"ready:{v}:r:1")
+        gate = Gate(["alpha", "beta"])
+        await gate.start(bus)
+        intent = Intent(intent_id="T1:open", trade_id="T1", symbol="BTC-USDT", action="open",
+                        buy_venue="alpha", sell_venue="beta", quantity=D("0.5"),
+                        buy_price=D("100.3"), sell_price=D("102"), net_spread_bps=D("50"))
+        env, payload = decode(bus.envelope(intent, "intent:T1:open"))
+
+        first = await build_paper_venues(bus, settings(bus_prefix, nats_url), {}, RULES)
+        feed(first["alpha"].books)
+        await IntentExecutor(bus, first, gate).handle(env, payload)
+        # buy 0.2@100 + 0.3@100.5 = 50.15 (+0.05015 fee); sell 0.5@102 = 51 (-0.051 fee)
+        assert first["alpha"].balances()["USDT"] == D("1000") - D("50.15") - D("0.05015")
+        assert first["beta"].balances()["USDT"] == D("1000") + D("51") - D("0.051")
+
+        # kill -9, restart: memory gone, the same intent is redelivered
+        second = await build_paper_venues(bus, settings(bus_prefix, nats_url), {}, RULES)
+        feed(second["alpha"].books)
+        for v in ("alpha", "beta"):
+            assert second[v].balances() == first[v].balances()
+        await IntentExecutor(bus, second, gate).handle(env, payload)
+        for v in ("alpha", "beta"):
+            assert second[v].balances() == first[v].balances()
+        msgs = await stream_messages(bus, "EXEC", bus.subjects.any("exec.fill.>"))
+        buy, sell = client_order_id("T1:open", "buy"), client_order_id("T1:open", "sell")
+        assert sorted((p.venue, p.venue_trade_id) for _, p in msgs) == [
+            ("alpha", f"paper-{buy}-1"), ("alpha", f"paper-{buy}-2"), ("beta", f"paper-{sell}-1")]
+        assert (await second["alpha"].query("BTC-USDT", buy)).filled == D("0.5")  # type: ignore[union-attr]

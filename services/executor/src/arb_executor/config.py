@@ -14,6 +14,46 @@ from arb_common.settings import CommonSettings, Mode
 ALL_VENUES = "*"
 
 
+def parse_paper_balances(text: str) -> dict[str, dict[str, Decimal]]:
+    """``ARB_PAPER_BALANCES`` -> venue (``*`` = every venue) -> asset -> amount.
+
+    Accepted: ``USDT=1000000,BTC=10`` or JSON ``{"USDT": "1000000", "BTC": 10}`` (every venue),
+    or JSON per venue ``{"alpha": {"USDT": "5000"}, "*": {"USDT": "1000000", "BTC": "10"}}``.
+    Raises ``ValueError`` saying what is wrong.
+    """
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            raw = json.loads(text, parse_float=str, parse_int=str)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from None
+        if raw and all(isinstance(v, dict) for v in raw.values()):
+            return {venue: _amounts(items.items()) for venue, items in raw.items()}
+        return {ALL_VENUES: _amounts(raw.items())}
+    pairs: list[tuple[str, object]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        asset, sep, amount = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected ASSET=amount, got {item!r}")
+        pairs.append((asset.strip(), amount.strip()))
+    return {ALL_VENUES: _amounts(pairs)}
+
+
+def _amounts(items: object) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for asset, amount in items:  # type: ignore[attr-defined]
+        if not isinstance(asset, str) or not asset.isalnum() or not asset.isupper():
+            raise ValueError(f"bad asset name {asset!r} (upper-case letters and digits)")
+        try:
+            value = D(str(amount))
+        except ValueError:
+            raise ValueError(f"{asset}: not a decimal amount: {amount!r}") from None
+        if value < 0:
+            raise ValueError(f"{asset}: amount must be >= 0, got {amount}")
+        out[asset] = value
+    return out
+
+
 class ExecutorSettings(CommonSettings):
     http_port: int = Field(default=8083, ge=1, le=65535)
     # An arbitrage opportunity older than this (intent envelope ts -> now) is dropped:
@@ -99,43 +139,3 @@ class ExecutorSettings(CommonSettings):
         """Start balances of one paper venue (its own entry, else the ``*`` one, else none)."""
         table = parse_paper_balances(self.paper_balances)
         return dict(table.get(venue, table.get(ALL_VENUES, {})))
-
-
-def parse_paper_balances(text: str) -> dict[str, dict[str, Decimal]]:
-    """``ARB_PAPER_BALANCES`` -> venue (``*`` = every venue) -> asset -> amount.
-
-    Accepted: ``USDT=1000000,BTC=10`` or JSON ``{"USDT": "1000000", "BTC": 10}`` (every venue),
-    or JSON per venue ``{"alpha": {"USDT": "5000"}, "*": {"USDT": "1000000", "BTC": "10"}}``.
-    Raises ``ValueError`` saying what is wrong.
-    """
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            raw = json.loads(text, parse_float=str, parse_int=str)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from None
-        if raw and all(isinstance(v, dict) for v in raw.values()):
-            return {venue: _amounts(items.items()) for venue, items in raw.items()}
-        return {ALL_VENUES: _amounts(raw.items())}
-    pairs: list[tuple[str, object]] = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        asset, sep, amount = item.partition("=")
-        if not sep:
-            raise ValueError(f"expected ASSET=amount, got {item!r}")
-        pairs.append((asset.strip(), amount.strip()))
-    return {ALL_VENUES: _amounts(pairs)}
-
-
-def _amounts(items: object) -> dict[str, Decimal]:
-    out: dict[str, Decimal] = {}
-    for asset, amount in items:  # type: ignore[attr-defined]
-        if not isinstance(asset, str) or not asset.isalnum() or not asset.isupper():
-            raise ValueError(f"bad asset name {asset!r} (upper-case letters and digits)")
-        try:
-            value = D(str(amount))
-        except ValueError:
-            raise ValueError(f"{asset}: not a decimal amount: {amount!r}") from None
-        if value < 0:
-            raise ValueError(f"{asset}: amount must be >= 0, got {amount}")
-        out[asset] = value
-    return out
