@@ -133,6 +133,7 @@ async def start(rt: ServiceRuntime) -> None:
     # Gate-closed naks retry at 0.5, 1, 2, 5 s ... until the intent is stale (then dropped).
     bus.consume(stream="STRAT", durable=DURABLE, filter_subject=bus.subjects.any("strat.intent.>"),
                 handler=executor.handle, batch=16, backoff=(0.5, 1, 2, 5, 10, 30),
+                ack_wait=s.intent_ack_wait_s,
                 lane_key=intent_lane)
     rt.info_extra["gate"] = lambda: gate.report()[1]
     rt.info_extra["venues"] = lambda: sorted(venues)

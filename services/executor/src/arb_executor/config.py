@@ -83,6 +83,9 @@ class ExecutorSettings(CommonSettings):
     # Free balances for the pre-send check are re-read from the venues this often (and
     # after every intent that filled).
     balance_refresh_s: float = Field(default=5.0, gt=0)
+    # JetStream redelivers an intent whose handler went silent (process killed) after this;
+    # a running handler keeps it alive (in-progress every third of it).
+    intent_ack_wait_s: float = Field(default=30.0, ge=1, le=600)
 
     # Paper / shadow fill model (arb_executor.paper). Fees used when the venue's own are not
     # known (discovery failed); the venue's taker fee is charged on every paper fill.
