@@ -123,3 +123,27 @@ async def test_venue_rejection_is_final_and_counted(
     assert [s for s, _ in beta] == ["NEW", "REJECTED"]
     assert "rejected" in beta[-1][1].lower()
     await asyncio.sleep(0)
+
+
+async def test_rate_limited_order_waits_retry_after_and_goes_through_once(
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+    venue_sim.fault("alpha", "rate_limit", 1.0, duration_s=0.4)  # 429 + Retry-After: 1
+    await IntentExecutor(bus, clients, gate).handle(*env_for(bus, make_intent(6)))
+    orders, fills = await order_events(bus)
+    alpha = [o.status for o in orders if o.venue == "alpha" and o.role == "leg"]
+    assert alpha == ["NEW", "FILLED"]  # a 429 is not an unknown outcome: nothing was sent
+    coid = client_order_id("L6:open", "buy")
+    assert [r["client_order_id"] for r in venue_sim.records("alpha")].count(coid) == 1
+    assert not [o for o in orders if o.role == "hedge"]
+
+
+async def test_partially_filled_leg_is_hedged_to_even(
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+    venue_sim.fault("beta", "partial_fill", 0.4, duration_s=1.0)
+    await IntentExecutor(bus, clients, gate).handle(*env_for(bus, make_intent(7, "0.05")))
+    orders, fills = await order_events(bus)
+    assert ("beta", "EXPIRED", D("0.02")) in [(o.venue, o.status, o.filled_quantity)
+                                              for o in orders if o.role == "leg"]
+    bought = sum((f.quantity for f in fills if f.side == "buy"), D(0))
+    sold = sum((f.quantity for f in fills if f.side == "sell"), D(0))
+    assert bought == sold and [o for o in orders if o.role == "hedge"]

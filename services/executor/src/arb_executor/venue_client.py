@@ -8,18 +8,25 @@ buys by base quantity, and every ccxt error classified into our hierarchy:
 - unknown outcome (NetworkError, RequestTimeout, ExchangeNotAvailable, OperationFailed (P10),
   anything unexpected, a malformed 200 body (P5)) -> ``UnknownOutcome``: resolve by coid
 - "Duplicate order sent." -> :class:`DuplicateOrder`: the coid is already open, query it.
+- 429 / 418 (DDoSProtection, RateLimitExceeded) -> ``RateLimited``: not acted on; the call is
+  retried here with the same client order id after the venue's ``Retry-After`` (capped) plus
+  jitter, a bounded number of times, then surfaces as ``RateLimited``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import ccxt.async_support as ccxt_async
+from prometheus_client import Counter
 
-from arb_common.errors import ArbError, TemporaryError, UnknownOutcome
+from arb_common.errors import ArbError, RateLimited, TemporaryError, UnknownOutcome
 from arb_common.messages import OrderStatus, Side
 from arb_common.money import D, to_str
 from arb_common.venues import VenueConfig
@@ -157,6 +164,10 @@ def classify(exc: BaseException) -> ArbError:
         return DuplicateOrder(text)
     if isinstance(exc, ccxt_async.OrderNotFound):
         return UnknownOutcome(f"order not found: {text}")
+    if isinstance(exc, ccxt_async.DDoSProtection):
+        # 429 / 418 (-1003): Binance refuses the request before acting on it, so the same
+        # request (same client order id) may be sent again after the pause it asks for.
+        return RateLimited(f"{type(exc).__name__}: {_short(text)}")
     sure = (
         ccxt_async.InsufficientFunds,
         ccxt_async.InvalidOrder,
@@ -172,6 +183,28 @@ def classify(exc: BaseException) -> ArbError:
     # OperationFailed (503 -1001, P10), any other ExchangeError or transport failure:
     # we cannot know whether the venue acted on the request.
     return UnknownOutcome(f"{type(exc).__name__}: {_short(text)}")
+
+
+RATE_LIMIT_RETRIES = 3
+RATE_LIMIT_MAX_WAIT_S = 2.0
+RATE_LIMITED = Counter("arb_executor_rate_limited_total",
+                       "Venue answers asking us to slow down (429/418), retried", ["venue"])
+
+
+class _NotFound(Exception):
+    pass
+
+
+def _retry_after(ex: Any) -> float:
+    headers = getattr(ex, "last_response_headers", None) or {}
+    for key in ("Retry-After", "retry-after"):
+        value = headers.get(key) if hasattr(headers, "get") else None
+        if value:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                break
+    return 0.5
 
 
 def _short(text: str) -> str:
@@ -302,14 +335,10 @@ class VenueClient:
             if not self.markets_loaded:
                 raise TemporaryError(f"markets of {self.venue} not loaded yet")
             raise OrderRejected(f"symbol {symbol} not listed on {self.venue}")
-        try:
-            raw = await self.ex.private_post_order({
-                "symbol": market_id, "side": side.upper(), "type": "MARKET",
-                "quantity": to_str(quantity), "newClientOrderId": coid,
-                "newOrderRespType": "FULL",
-            })
-        except Exception as exc:  # noqa: BLE001 - classified right here
-            raise classify(exc) from exc
+        params = {"symbol": market_id, "side": side.upper(), "type": "MARKET",
+                  "quantity": to_str(quantity), "newClientOrderId": coid,
+                  "newOrderRespType": "FULL"}
+        raw = await self._paced(lambda: self.ex.private_post_order(params))
         if not isinstance(raw, dict):
             raise UnknownOutcome(f"malformed order response: {str(raw)[:200]}")
         return parse_order({"info": raw, "id": raw.get("orderId"),
@@ -320,16 +349,38 @@ class VenueClient:
     async def query(self, symbol: str, coid: str) -> VenueOrder | None:
         """The order with this client order id, with its fills; None if the venue has none."""
         try:
-            order = await self.ex.fetch_order(
-                None, ccxt_symbol(symbol), params={"clientOrderId": coid})
-        except ccxt_async.OrderNotFound:
+            order = await self._paced(lambda: self.ex.fetch_order(
+                None, ccxt_symbol(symbol), params={"clientOrderId": coid}), not_found=True)
+        except _NotFound:
             return None
-        except Exception as exc:  # noqa: BLE001
-            raise classify(exc) from exc
         parsed = parse_order(order, symbol)
         if parsed.filled > 0 and not parsed.fills:
             parsed = await self._with_trades(parsed)
         return parsed
+
+    async def _paced(self, call: Callable[[], Awaitable[Any]], *,
+                     not_found: bool = False) -> Any:
+        """``call()`` with its errors classified; a rate-limit answer (not acted on by the
+        venue) is retried after ``Retry-After`` (at most ``RATE_LIMIT_MAX_WAIT_S``) with
+        jitter, up to ``RATE_LIMIT_RETRIES`` times."""
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            try:
+                return await call()
+            except ccxt_async.OrderNotFound:
+                if not_found:
+                    raise _NotFound() from None
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified right here
+                err = classify(exc)
+                if not isinstance(err, RateLimited) or attempt == RATE_LIMIT_RETRIES:
+                    raise err from exc
+                RATE_LIMITED.labels(self.venue).inc()
+                wait = min(_retry_after(self.ex), RATE_LIMIT_MAX_WAIT_S)
+                wait = wait * (1 + random.random() * 0.25) + random.random() * 0.05 * 2**attempt
+                logger.warning("rate limited venue=%s retry_in_s=%.2f attempt=%d", self.venue,
+                               wait, attempt + 1)
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
 
     async def _with_trades(self, order: VenueOrder) -> VenueOrder:
         try:
