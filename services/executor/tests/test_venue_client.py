@@ -7,7 +7,7 @@ from decimal import Decimal as D
 import ccxt.async_support as ccxt
 import pytest
 
-from arb_common.errors import UnknownOutcome
+from arb_common.errors import RateLimited, UnknownOutcome
 from arb_common.venues import VenueConfig
 from arb_executor.venue_client import (
     DuplicateOrder,
@@ -40,11 +40,17 @@ async def test_every_rest_section_points_at_the_venue() -> None:
 
 @pytest.mark.parametrize("exc", [
     ccxt.RequestTimeout("timeout"), ccxt.ExchangeNotAvailable("503"), ccxt.NetworkError("x"),
-    ccxt.OperationFailed('{"code":-1001,"msg":"Internal error"}'), ccxt.DDoSProtection("429"),
+    ccxt.OperationFailed('{"code":-1001,"msg":"Internal error"}'),
     ccxt.ExchangeError("something odd"), ConnectionResetError("reset"),
 ])
 def test_transport_and_server_failures_are_unknown_outcomes(exc: Exception) -> None:
     assert isinstance(classify(exc), UnknownOutcome)
+
+
+@pytest.mark.parametrize("exc", [ccxt.DDoSProtection("429"), ccxt.RateLimitExceeded("429")])
+def test_rate_limit_answers_are_retryable_and_not_unknown(exc: Exception) -> None:
+    err = classify(exc)  # Binance does not act on a request it answers 429 / 418
+    assert isinstance(err, RateLimited) and not isinstance(err, UnknownOutcome)
 
 
 @pytest.mark.parametrize("exc", [

@@ -162,11 +162,7 @@ class ServiceRuntime:
         """Control endpoints: token required outside dev (``Authorization: Bearer ...``)."""
         from fastapi import HTTPException
 
-        token = self.settings.control_token
-        if token is None and self.settings.profile is Profile.dev:
-            return
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if token is None or given != token.get_secret_value():
+        if not token_ok(self.settings, request.headers.get("authorization")):
             raise HTTPException(status_code=401, detail="control token required")
 
     # ------------------------------------------------------------ lifecycle
@@ -260,3 +256,16 @@ async def connect_bus(rt: ServiceRuntime) -> Any:
                                         "not connected to NATS"))
     rt.on_shutdown(bus.close)
     return bus
+
+
+def token_ok(settings: CommonSettings, authorization: str | None) -> bool:
+    """Is ``authorization`` (an ``Authorization`` header value, HTTP or a NATS request
+    header) good for a control action? Outside the dev profile the control token is
+    required (constant-time comparison); in dev, a configured token is still enforced."""
+    import hmac
+
+    token = settings.control_token
+    if token is None:
+        return settings.profile is Profile.dev
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode(), token.get_secret_value().encode())

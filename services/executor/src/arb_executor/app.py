@@ -21,6 +21,7 @@ from .gate import Gate
 from .hedge import HedgeConfig
 from .legs import TradingVenue
 from .paper import BookCache, PaperVenue
+from .paper_state import build_paper_venues
 from .venue_client import MarketRules, VenueClient
 
 logger = logging.getLogger(__name__)
@@ -88,13 +89,37 @@ async def build_venues(rt: ServiceRuntime, s: ExecutorSettings, bus: Bus,
         logger.warning("venue discovery failed (%s); paper fills use default fees/rules", exc)
         cfgs = {}
     rules = await paper_rules(cfgs, s)
-    for v in s.venue_list:
-        fee = cfgs[v].taker_fee if v in cfgs else "0.001"
-        venues[v] = PaperVenue(
-            v, books, taker_fee=fee, rules=rules.get(v),
-            default_rules=(s.paper_lot_step, s.paper_min_qty, s.paper_min_notional))
+    # Orders and balances of this mode+session rebuilt from the EXEC stream before any intent
+    # is consumed (a redelivered intent finds its order by coid and never fills twice).
+    rt.readiness.set("markets", False, f"{s.mode.value}: rebuilding paper venues from EXEC")
+    venues.update(await build_paper_venues(bus, s, cfgs, rules, books=books))
+    if s.mode is Mode.shadow:
+        await shadow_balances(s, cfgs, venues)
     rt.readiness.set("markets", True, f"{s.mode.value}: simulated fills")
     return venues
+
+
+async def shadow_balances(s: ExecutorSettings, cfgs: dict[str, VenueConfig],
+                          venues: dict[str, TradingVenue]) -> None:
+    """Shadow starts from the live account's free balances (read-only: one signed account
+    query per venue; nothing is ever sent), so its simulated fills meet the same
+    insufficient-balance refusals live would. A venue that cannot be read keeps the
+    configured paper balances (logged)."""
+    for vid, cfg in cfgs.items():
+        venue = venues.get(vid)
+        if not isinstance(venue, PaperVenue):
+            continue
+        client = make_client(cfg, s)
+        try:
+            raw = await asyncio.wait_for(client.balances(), timeout=s.venue_timeout_s * 2)
+            venue.set_balances({asset: free for asset, (free, _locked) in raw.items()})
+            logger.info("shadow balances from the live account venue=%s assets=%d", vid,
+                        len(raw))
+        except Exception as exc:  # noqa: BLE001 - shadow still runs, on paper balances
+            logger.warning("shadow: live balances unavailable venue=%s error=%r; using "
+                           "ARB_PAPER_BALANCES", vid, exc)
+        finally:
+            await client.close()
 
 
 def intent_lane(env: Any, payload: Any) -> str:

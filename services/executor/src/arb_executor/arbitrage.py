@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from arb_common.bus import Bus, SeenIds
 from arb_common.clock import SYSTEM_CLOCK, Clock
@@ -46,6 +46,13 @@ INTENT_TO_ACK = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 INTENTS = Gauge("arb_executor_intents_in_flight", "Intents being executed")
+FOREIGN = Counter("arb_executor_foreign_mode_intents_total",
+                  "Intents of another mode refused (acked, never executed)", ["mode"])
+SHADOW_SLIPPAGE = Histogram(
+    "arb_executor_shadow_slippage_bps",
+    "Shadow mode: simulated fill vs the intent's expected price (positive = worse)", ["venue"],
+    buckets=(-50, -20, -10, -5, -2, 0, 2, 5, 10, 20, 50, 100),
+)
 
 
 class IntentExecutor:
@@ -80,6 +87,13 @@ class IntentExecutor:
             logger.warning("ignoring non-intent message type=%s id=%s", env.type, env.id)
             return
         if intent.intent_id in self.done:
+            return
+        if env.mode != self.bus.mode:
+            # Mode is part of every namespace: a paper decision never reaches a live venue.
+            FOREIGN.labels(env.mode).inc()
+            logger.error("refusing an intent of another mode intent_id=%s intent_mode=%s "
+                         "executor_mode=%s source=%s", intent.intent_id, env.mode,
+                         self.bus.mode, env.source)
             return
         INTENTS.inc()
         try:
@@ -127,6 +141,8 @@ class IntentExecutor:
     async def _after_legs(self, env: Envelope, intent: Intent, legs: list[OrderMachine],
                           recovering: bool) -> None:
         self._book_fills(intent, legs)
+        if self.bus.mode == "shadow":
+            self._shadow_record(intent, legs)
         outcome = await self.hedger.even_out(env, intent, legs, recovering=recovering)
         self._book_fills(intent, outcome.hedges)
         if self.balances is not None and (any(m.state.filled_quantity for m in legs)
@@ -135,6 +151,24 @@ class IntentExecutor:
                 task = asyncio.create_task(self.balances.refresh(v))
                 self._refreshing.add(task)
                 task.add_done_callback(self._refreshing.discard)
+
+    @staticmethod
+    def _shadow_record(intent: Intent, legs: list[OrderMachine]) -> None:
+        """What live would have done: each would-be order, its expected price (the intent's
+        book walk) and the simulated fill (the ledger keeps both: /api/slippage?mode=shadow)."""
+        for m in legs:
+            s = m.state
+            expected = intent.buy_price if s.side == "buy" else intent.sell_price
+            if s.avg_price is None or expected <= 0:
+                logger.info("shadow order (not sent) venue=%s side=%s quantity=%s status=%s "
+                            "reason=%s", s.venue, s.side, s.quantity, s.status, s.reason)
+                continue
+            sign = 1 if s.side == "buy" else -1  # positive = worse than expected
+            slip = sign * (s.avg_price - expected) / expected * 10_000
+            SHADOW_SLIPPAGE.labels(s.venue).observe(float(slip))
+            logger.info("shadow order (not sent) venue=%s side=%s quantity=%s filled=%s "
+                        "expected=%s simulated=%s slippage_bps=%.2f", s.venue, s.side,
+                        s.quantity, s.filled_quantity, expected, s.avg_price, slip)
 
     def _balance_cap(self, intent: Intent) -> tuple[Decimal, str] | None:
         """The most both venues' cached free balances allow (None: not known)."""

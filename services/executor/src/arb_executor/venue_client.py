@@ -164,7 +164,7 @@ def classify(exc: BaseException) -> ArbError:
         return DuplicateOrder(text)
     if isinstance(exc, ccxt_async.OrderNotFound):
         return UnknownOutcome(f"order not found: {text}")
-    if isinstance(exc, ccxt_async.DDoSProtection):
+    if isinstance(exc, (ccxt_async.DDoSProtection, ccxt_async.RateLimitExceeded)):
         # 429 / 418 (-1003): Binance refuses the request before acting on it, so the same
         # request (same client order id) may be sent again after the pause it asks for.
         return RateLimited(f"{type(exc).__name__}: {_short(text)}")

@@ -8,18 +8,21 @@
   clears a block the executor raised for unhedged exposure (:mod:`.hedge_blocks`);
   ``{}`` lists the blocks.
 
-Errors answer ``{"ok": false, "error": "..."}``.
+Errors answer ``{"ok": false, "error": "..."}``. Every verb but ``state`` needs the control token
+outside the dev profile (``Authorization: Bearer <ARB_CONTROL_TOKEN>`` request header).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from nats.aio.msg import Msg
 
 from arb_common.messages import TradingControl
+from arb_common.runtime import token_ok
 
 from .metrics import BAD_MESSAGES, TRADING_ENABLED
 from .snapshots import SnapshotError
@@ -28,6 +31,11 @@ if TYPE_CHECKING:
     from .app import StrategyService
 
 logger = logging.getLogger(__name__)
+
+
+def _authorization(msg: Msg) -> str | None:
+    headers = msg.headers or {}
+    return headers.get("Authorization") or headers.get("authorization")
 
 
 def _request(msg: Msg) -> dict[str, Any]:
@@ -49,7 +57,22 @@ class Control:
         bus = self.svc.bus
         for verb, cb in (("trading", self.on_trading), ("snapshot", self.on_snapshot),
                          ("state", self.on_state), ("unblock", self.on_unblock)):
-            await bus.nc.subscribe(bus.subjects.ctl("strategy", verb), cb=cb)
+            guarded = cb if verb == "state" else self._guarded(verb, cb)
+            await bus.nc.subscribe(bus.subjects.ctl("strategy", verb), cb=guarded)
+
+    def _guarded(self, verb: str, cb: Callable[[Msg], Awaitable[None]],
+                 ) -> Callable[[Msg], Awaitable[None]]:
+        """Actions need the control token outside dev (``Authorization: Bearer ...`` header,
+        as ``arbctl`` sends it from ``ARB_CONTROL_TOKEN``); reading state does not."""
+        async def check(msg: Msg) -> None:
+            if not token_ok(self.svc.settings, _authorization(msg)):
+                BAD_MESSAGES.labels("control").inc()
+                logger.warning("control request refused: bad or missing token verb=%s", verb)
+                await _reply(msg, {"ok": False, "error": "control token required"})
+                return
+            await cb(msg)
+
+        return check
 
     async def on_trading(self, msg: Msg) -> None:
         try:

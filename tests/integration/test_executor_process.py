@@ -1,5 +1,10 @@
-"""The executor process killed with SIGKILL mid-intent (live mode, real signed REST through
-ccxt against the simulator, real NATS JetStream), then started again.
+"""The executor as a process against the simulator and a real NATS JetStream.
+
+Shadow mode: decisions are filled by the paper model from the books and recorded; the venue
+receives nothing (its account is only read), and an intent of another mode is refused.
+
+Kill -9 (live mode, real signed REST through ccxt): the process is killed mid-intent, then
+started again.
 
 Two moments: between the two legs (one venue has the order, the other refused the request
 with a 5xx burst), and after both legs were sent (both executed, answers held back by the
@@ -27,7 +32,7 @@ import httpx
 import pytest
 
 from arb_common.bus import Bus
-from arb_common.messages import FillEvent, Intent, OrderEvent, VenueReady, decode
+from arb_common.messages import Book, FillEvent, Intent, OrderEvent, VenueReady, decode
 from arb_common.testing import connected_bus, wait_until
 from arb_executor.legs import client_order_id
 from arb_venue_sim.testing import RunningSim
@@ -225,3 +230,46 @@ async def test_kill9_after_both_legs_were_sent_loses_no_fill(
     executor.start()
     await executor.wait_ready()
     await _check_after_restart(venue_sim, bus, intent)
+
+
+async def test_shadow_mode_fills_on_paper_sends_nothing_and_refuses_other_modes(
+        executor: ExecutorProcess, venue_sim: RunningSim, nats_url: str,
+        bus_prefix: str) -> None:
+    executor.env["ARB_MODE"] = "shadow"
+    async with connected_bus(nats_url, bus_prefix, "strategy", mode="shadow",
+                             session=SESSION) as sb:
+        for v in ("alpha", "beta"):
+            await sb.publish(sb.subjects.ready(v), VenueReady(venue=v, ready=True, run_id="t"),
+                             f"ready:{v}:t:s")
+        executor.start()
+        await executor.wait_ready()
+        for v, bid, ask in (("alpha", "59990", "60000"), ("beta", "60100", "60110")):
+            await sb.nc.publish(sb.subjects.book(v, "BTC-USDT"), sb.envelope(Book(
+                venue=v, symbol="BTC-USDT", seq=1, bids=[(D(bid), D("1"))],
+                asks=[(D(ask), D("1"))], recv_ts=time.time_ns()), f"book:{v}:1"))
+        await asyncio.sleep(0.5)
+        intent = _intent(3)
+        await sb.publish(sb.subjects.intent(intent.symbol), intent, f"intent:{intent.intent_id}")
+
+        async def filled() -> bool:
+            orders, _ = await _exec_events(sb)
+            return {(o.venue, o.status) for o in orders} >= {("alpha", "FILLED"),
+                                                              ("beta", "FILLED")}
+
+        await _eventually(filled, 20, "both shadow legs filled on paper")
+        _, fills = await _exec_events(sb)
+        assert {(f.venue, f.price) for f in fills} == {("alpha", D("60000")),
+                                                       ("beta", D("60100"))}
+    # A live-mode intent on the same bus: refused by the shadow executor.
+    async with connected_bus(nats_url, bus_prefix, "strategy", mode="live",
+                             session=SESSION) as lb:
+        other = _intent(4)
+        await lb.publish(lb.subjects.intent(other.symbol), other, f"intent:{other.intent_id}")
+        await asyncio.sleep(2.0)
+        orders, _ = await _exec_events(lb)
+        assert not [o for o in orders if o.intent_id == other.intent_id]
+    assert venue_sim.records("alpha") == [] and venue_sim.records("beta") == []
+    async with httpx.AsyncClient() as c:
+        text = (await c.get(f"http://127.0.0.1:{executor.port}/metrics")).text
+    assert 'arb_executor_foreign_mode_intents_total{mode="live"} 1.0' in text
+    assert "arb_executor_shadow_slippage_bps_count" in text
