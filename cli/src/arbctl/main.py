@@ -5,6 +5,7 @@
     arbctl status [--json]
     arbctl trading off|on
     arbctl snapshot
+    arbctl unblock [SYMBOL]
 """
 
 from __future__ import annotations
@@ -253,17 +254,15 @@ def trading(
         raise typer.Exit(1)
 
 
-@app.command()
-def snapshot(
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 15.0,
-) -> None:
-    """Take a strategy snapshot now (request on ctl.strategy.snapshot); prints its id."""
+def _strategy_request(verb: str, body: dict[str, Any], timeout: float, failed: str) -> None:
+    """Request ``ctl.strategy.<verb>``, print the JSON reply; exit 1 saying ``failed`` and
+    the strategy's error unless it answered ``ok``."""
     from arb_common.subjects import Subjects
 
     url, prefix = control.bus_target(read_state(default_home()), _port_offset())
-    subject = Subjects(prefix).ctl("strategy", "snapshot")
+    subject = Subjects(prefix).ctl("strategy", verb)
     try:
-        data = asyncio.run(control._request(url, subject, b"{}", timeout))
+        data = asyncio.run(control._request(url, subject, json.dumps(body).encode(), timeout))
     except control.ControlError as exc:
         _fail(str(exc))
     try:
@@ -273,7 +272,29 @@ def snapshot(
     sys.stdout.write(json.dumps(reply) + "\n")
     if not isinstance(reply, dict) or reply.get("ok") is not True:
         error = reply.get("error") if isinstance(reply, dict) else None
-        _fail(f"the strategy did not take a snapshot: {error or reply}")
+        _fail(f"{failed}: {error or reply}")
+
+
+@app.command()
+def snapshot(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 15.0,
+) -> None:
+    """Take a strategy snapshot now (request on ctl.strategy.snapshot); prints its id."""
+    _strategy_request("snapshot", {}, timeout, "the strategy did not take a snapshot")
+
+
+@app.command()
+def unblock(
+    symbol: Annotated[str | None, typer.Argument(
+        help="Symbol to clear (e.g. BTC-USDT); none: list the blocks.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 5.0,
+) -> None:
+    """Clear a block the executor raised for unhedged exposure (ctl.strategy.unblock), after
+    the position was dealt with; without a symbol, list the blocked symbols."""
+    body: dict[str, Any] = {"actor": "arbctl"}
+    if symbol is not None:
+        body["symbol"] = symbol
+    _strategy_request("unblock", body, timeout, "the strategy did not clear the block")
 
 
 # ---------------------------------------------------------------- sessions
