@@ -165,7 +165,10 @@ class Hedger:
             attempts += 1
             hedges.append(m)
             HEDGE_ORDERS.labels(choice.venue, _outcome(m)).inc()
-            if m.state.filled_quantity < choice.quantity:
+            # A venue that filled nothing goes to the back; one that filled part (its book
+            # ran short) is tried again first, the remaining attempt(s) permitting, so a close
+            # ends flat rather than as a leftover position on the other venue.
+            if m.state.filled_quantity == 0 or attempts >= self.cfg.max_attempts - 1:
                 failed.add(choice.venue)
             diff = net_bought([*legs, *hedges])
         return diff
