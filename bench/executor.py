@@ -26,10 +26,12 @@ prefix, streams deleted at the end): it opens the gate (``VenueReady`` on
    ``partial_fill`` 0.5 (the sell leg fills half, the rest expires). The fault stays on for
    the whole sample, so the hedge policy decides what is measured (hedge.py):
    ``unwind`` sends the one hedge to the long leg's venue (no fault there): every sample is
-   exactly one real hedge; ``complete`` first retries on the faulted venue (refused again,
-   or half filled again), then goes to the other one: two hedge orders per sample. The
-   executor is restarted per policy (``--policies``). Beside the harness's view, the
-   executor's ``arb_executor_hedge_seconds`` (legs found uneven -> even) sum/count per row.
+   exactly one real hedge; ``complete`` first retries on the faulted venue (refused again:
+   then the other venue, two hedge orders; half filled again: retried there while attempts
+   remain, then the other venue, up to ``hedge_max_attempts`` orders). The ``hedge_orders``
+   column says how many hedge orders each sample took (min-max). The executor is restarted
+   per policy (``--policies``). Beside the harness's view, the executor's
+   ``arb_executor_hedge_seconds`` (legs found uneven -> even) sum/count per row.
 
 Engines: ``--nats-url``, else ``ARB_TEST_NATS_URL``, else the embedded ``nats-server`` of the
 venv (a temporary data directory). Run on demand (not a test):
@@ -596,6 +598,8 @@ def main() -> None:
                     help="give up on a hedge sample after this long")
     ap.add_argument("--nats-url", default=os.environ.get("ARB_TEST_NATS_URL"),
                     help="default: ARB_TEST_NATS_URL, else the embedded nats-server")
+    ap.add_argument("--logs", default=None,
+                    help="keep the simulator's and executors' logs in this directory")
     args = ap.parse_args()
     if args.rate <= 0:
         ap.error("--rate must be > 0")
@@ -603,7 +607,8 @@ def main() -> None:
         if p not in ("unwind", "complete", "cheapest"):
             ap.error(f"--policies: unknown policy {p!r}")
     with tempfile.TemporaryDirectory(prefix="arb-bench-exec-") as tmp:
-        home = Path(tmp)
+        home = Path(args.logs or tmp)
+        home.mkdir(parents=True, exist_ok=True)
         with nats_engine(args.nats_url, home) as url:
             try:
                 asyncio.run(run(args, url, home))
