@@ -92,9 +92,9 @@ async def test_run_records_discrepancies_balances_and_corrects_from_the_venue(
     kinds = sorted((d.kind, d.client_order_id, d.resolution) for d in report.discrepancies)
     assert kinds == sorted([
         ("unknown_open_order", OURS_UNRECORDED, "recorded"),
-        ("external_order", "web_1", "recorded"),
+        ("external_order", "web_1", "halted new entries (policy); acknowledge to resume"),
         ("stale_order", OURS_FILLED, "corrected: FILLED"),
-        ("stale_order", OURS_NEW, "recorded"),
+        ("stale_order", OURS_NEW, "waiting"),  # younger than the grace: may be sent now
     ])
     with Session(ledger.engine) as s:
         runs = s.scalars(select(ReconRun)).all()

@@ -75,9 +75,9 @@ async def test_startup_run_against_the_simulator_records_every_difference(
         balances = {b.asset: b.free for b in s.scalars(select(Balance))}
     assert found == sorted([
         ("unknown_open_order", UNRECORDED, "recorded"),
-        ("external_order", "web_1", "recorded"),
+        ("external_order", "web_1", "halted new entries (policy); acknowledge to resume"),
         ("stale_order", FILLED_UNKNOWN, "corrected: FILLED"),
-        ("stale_order", NEVER_SENT, "recorded"),
+        ("stale_order", NEVER_SENT, "waiting"),
     ])
     assert balances["BTC"] == D("10.01")  # 10 at start + the filled market buy
     execs = await messages(bus, "EXEC", "exec.>")

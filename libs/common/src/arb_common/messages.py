@@ -123,9 +123,12 @@ class FillEvent(msgspec.Struct, kw_only=True, frozen=True):
 
 class VenueReady(msgspec.Struct, kw_only=True, frozen=True):
     venue: str
-    ready: bool
+    ready: bool  # reconciled: orders may go to the venue (exits, hedges, entries)
     run_id: str
     reason: str = ""
+    # New entries on the venue halted (external activity, balance drift) until resolved or
+    # acknowledged; exits and hedges still go (ready stays true).
+    halted: bool = False
 
 
 class RiskEvent(msgspec.Struct, kw_only=True, frozen=True):

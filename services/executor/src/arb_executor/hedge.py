@@ -97,7 +97,7 @@ def net_bought(machines: Sequence[OrderMachine]) -> Decimal:
 
 
 def hedge_coid(intent_id: str, venue: str, n: int) -> str:
-    return client_order_id(intent_id, f"hedge{n}:{venue}")
+    return client_order_id(intent_id, f"hedge{n}:{venue}", role="hedge")
 
 
 def taker_fee(venue: TradingVenue) -> Decimal:

@@ -57,9 +57,16 @@ class TradingVenue(Protocol):
     async def query(self, symbol: str, coid: str) -> VenueOrder | None: ...
 
 
-def client_order_id(intent_id: str, leg: str) -> str:
-    """Deterministic, Binance-safe (``^[A-Za-z0-9_-]{1,36}$``) client order id."""
-    return "a" + hashlib.sha1(f"{intent_id}:{leg}".encode()).hexdigest()[:30]
+def client_order_id(intent_id: str, leg: str, role: str = "leg") -> str:
+    """Deterministic, Binance-safe (``^[A-Za-z0-9_-]{1,36}$``) client order id: ``a`` + 30
+    hex for a leg, ``h`` + 30 hex for a hedge, so anyone reading the venue (the reconciler)
+    tells ours from others' and a hedge from a leg."""
+    prefix = "h" if role == "hedge" else "a"
+    return prefix + hashlib.sha1(f"{intent_id}:{leg}".encode()).hexdigest()[:30]
+
+
+def role_of(coid: str) -> Literal["leg", "hedge"]:
+    return "hedge" if coid.startswith("h") else "leg"
 
 
 def reason_label(reason: str) -> str:

@@ -24,10 +24,12 @@ from arb_common.messages import VenueReady
 from arb_common.runtime import ServiceRuntime, connect_bus
 from arb_common.settings import Mode, load_settings
 from arb_common.venues import discover
-from arb_executor.venue_client import VenueClient
 
+from .audit import AuditPolicy
 from .config import ReconcilerSettings
+from .control import Control
 from .reconcile import Ledger, Reconciler, VenueReader
+from .trades import AuditClient
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +45,43 @@ class VenueGate:
     """Startup gate + periodic loop for one venue."""
 
     def __init__(self, venue: str, bus: Bus, rec: Reconciler, *, interval_s: float,
-                 retry_max_s: float) -> None:
+                 retry_max_s: float, inflight_s: float = 3.0, max_queries: int = 20) -> None:
         self.venue = venue
         self.bus = bus
         self.rec = rec
         self.interval_s = interval_s
         self.retry_max_s = retry_max_s
+        self.inflight_s = inflight_s
+        self.max_queries = max_queries
         self.ready = False
         self.reason = "reconciling"
+        self.halted = ""  # why new entries are halted, as last published
+        self._lock = asyncio.Lock()  # one run of this venue at a time
         VENUE_READY.labels(venue).set(0)
 
-    async def _ready(self, ready: bool, run_id: str, reason: str = "") -> None:
+    async def _ready(self, ready: bool, run_id: str, reason: str = "",
+                     halted: bool = False) -> None:
         await self.bus.publish(
             self.bus.subjects.ready(self.venue),
-            VenueReady(venue=self.venue, ready=ready, run_id=run_id, reason=reason),
-            f"ready:{self.venue}:{run_id}:{int(ready)}")
+            VenueReady(venue=self.venue, ready=ready, run_id=run_id, reason=reason,
+                       halted=halted),
+            f"ready:{self.venue}:{run_id}:{int(ready)}:{int(halted)}")
+
+    async def sync_halt(self, run_id: str) -> None:
+        """Publish the venue's halt state when it changed (entries stop / resume)."""
+        reason = self.rec.audit.halt_reason(self.venue)
+        if reason == self.halted or not self.ready:
+            return
+        await self._ready(True, run_id, reason, halted=bool(reason))
+        self.halted = reason
+        logger.warning("venue entries %s venue=%s reason=%s",
+                       "HALTED" if reason else "resumed", self.venue, reason)
+
+    async def acknowledge(self) -> str:
+        async with self._lock:
+            was = self.rec.audit.acknowledge(self.venue)
+            await self.sync_halt(new_run_id())
+            return was
 
     async def startup(self) -> None:
         run_id = new_run_id()
@@ -74,17 +98,27 @@ class VenueGate:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.retry_max_s)
                 run_id = new_run_id()
-        await self._ready(True, run_id)
+        self.halted = self.rec.audit.halt_reason(self.venue)
+        await self._ready(True, run_id, self.halted, halted=bool(self.halted))
         self.ready, self.reason = True, ""
         VENUE_READY.labels(self.venue).set(1)
-        logger.info("venue reconciled, gate open venue=%s run_id=%s", self.venue, run_id)
+        logger.info("venue reconciled, gate open venue=%s run_id=%s halted=%s", self.venue,
+                    run_id, self.halted or "no")
 
     async def loop(self) -> None:
         await self.startup()
+        next_full = asyncio.get_running_loop().time() + self.interval_s
         while True:
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(self.inflight_s)
+            run_id = new_run_id()
             try:
-                await self.rec.run(self.venue, new_run_id())
+                async with self._lock:
+                    if asyncio.get_running_loop().time() >= next_full:
+                        next_full = asyncio.get_running_loop().time() + self.interval_s
+                        await self.rec.run(self.venue, run_id, full=False)
+                    else:
+                        await self.rec.inflight(self.venue, self.max_queries)
+                    await self.sync_halt(run_id)
             except Exception as exc:  # noqa: BLE001 - reported; the next run tries again
                 logger.warning("periodic recon failed venue=%s error=%s", self.venue, exc)
 
@@ -98,7 +132,7 @@ def readiness(gates: Mapping[str, VenueGate]) -> tuple[bool, str]:
 async def start(rt: ServiceRuntime) -> None:
     s = rt.settings
     assert isinstance(s, ReconcilerSettings)
-    clients: dict[str, VenueClient] = {}
+    clients: dict[str, AuditClient] = {}
     ledger = Ledger(s.database_url, s.mode.value, timeout_s=s.db_timeout_s)
 
     async def close() -> None:
@@ -111,12 +145,20 @@ async def start(rt: ServiceRuntime) -> None:
     bus: Bus = await connect_bus(rt)
     cfgs = await discover(s.venue_list, s.venue_sim_url)
     for v in s.venue_list:
-        clients[v] = VenueClient(cfgs[v], timeout_s=s.venue_timeout_s)
+        clients[v] = AuditClient(cfgs[v], timeout_s=s.venue_timeout_s)
     readers: dict[str, VenueReader] = dict(clients)
+    policy = AuditPolicy(
+        external=s.recon_external_policy, lookback_s=s.recon_lookback_s,
+        trades_interval_s=s.recon_trades_interval_s,
+        balance_interval_s=s.recon_balance_interval_s,
+        balance_tolerance=s.recon_balance_tolerance, stale_grace_s=s.recon_stale_grace_s)
     rec = Reconciler(bus, ledger, readers, query_venue_orders=s.mode is Mode.live,
-                     venue_timeout_s=s.venue_timeout_s, db_timeout_s=s.db_timeout_s)
-    gates = {v: VenueGate(v, bus, rec, interval_s=s.recon_interval_s, retry_max_s=s.retry_max_s)
+                     venue_timeout_s=s.venue_timeout_s, db_timeout_s=s.db_timeout_s,
+                     symbols=s.symbol_list, policy=policy)
+    gates = {v: VenueGate(v, bus, rec, interval_s=s.recon_interval_s, retry_max_s=s.retry_max_s,
+                          inflight_s=s.recon_inflight_interval_s, max_queries=s.recon_max_queries)
              for v in s.venue_list}
+    await Control(rt.settings, gates).subscribe(bus)
     rt.readiness.probe("venues", lambda: readiness(gates))
     rt.info_extra["venues"] = lambda: readiness(gates)[1]
     for v, g in gates.items():

@@ -22,12 +22,12 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
-from prometheus_client import Counter, Histogram
-from sqlalchemy import create_engine, select
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from arb_common.bus import Bus
@@ -37,23 +37,33 @@ from arb_common.ledger import (
     OPEN_STATUSES,
     Balance,
     DiscrepancyRow,
+    Fill,
     Order,
     ReconRun,
     check_schema_current,
 )
 from arb_common.messages import Discrepancy, FillEvent, OrderEvent, ReconReport, Side
 from arb_common.money import to_str
+from arb_executor.legs import role_of
 from arb_executor.venue_client import VenueOrder
+
+from .audit import Audit, AuditPolicy
 
 logger = logging.getLogger(__name__)
 
-OUR_COID = re.compile(r"^a[0-9a-f]{30}$")
+OUR_COID = re.compile(r"^[ah][0-9a-f]{30}$")  # legs "a...", hedges "h..." (arb_executor.legs)
+AUDIT_MARGIN = timedelta(minutes=5)  # clock skew and ingest delay around the ledger's marks
 
 RUN_SECONDS = Histogram("arb_reconciler_run_seconds", "Duration of one recon run", ["venue"],
                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 DISCREPANCIES = Counter("arb_reconciler_discrepancies_total", "Differences found",
                         ["venue", "kind"])
 RUNS = Counter("arb_reconciler_runs_total", "Recon runs", ["venue", "result"])
+INFLIGHT_STATUSES = frozenset({"NEW", "SUBMITTED", "UNKNOWN"})
+INFLIGHT = Gauge("arb_reconciler_inflight_orders", "Ledger orders in flight (NEW, SUBMITTED, "
+                 "UNKNOWN)", ["venue"])
+INFLIGHT_AGE = Gauge("arb_reconciler_inflight_oldest_seconds",
+                     "Age of the oldest in-flight ledger order", ["venue"])
 CORRECTIONS = Counter("arb_reconciler_corrections_total", "Corrective order events published",
                       ["venue"])
 
@@ -82,6 +92,13 @@ class LedgerOrder:
     venue_order_id: str | None = None
     intent_id: str = ""
     trade_id: str = ""
+    created_at: datetime | None = None
+
+
+def _ledger_order(o: Order) -> LedgerOrder:
+    return LedgerOrder(o.venue, o.symbol, o.client_order_id, o.side, o.quantity,
+                       o.filled_quantity, o.status, o.venue_order_id, o.intent_id, o.trade_id,
+                       o.created_at)
 
 
 class Ledger:
@@ -99,9 +116,42 @@ class Ledger:
         stmt = select(Order).where(Order.mode == self.mode, Order.venue == venue,
                                    Order.status.in_(OPEN_STATUSES))
         with Session(self.engine) as s:
-            return [LedgerOrder(o.venue, o.symbol, o.client_order_id, o.side, o.quantity,
-                                o.filled_quantity, o.status, o.venue_order_id, o.intent_id,
-                                o.trade_id) for o in s.scalars(stmt)]
+            return [_ledger_order(o) for o in s.scalars(stmt)]
+
+    def activity_since(self, venue: str, lookback: timedelta) -> datetime:
+        """Where a trade audit must start: the oldest open order or the newest fill of this
+        mode on ``venue`` (whichever is older), never further back than ``lookback``."""
+        floor = datetime.now(UTC) - lookback
+        with Session(self.engine) as s:
+            oldest_open = s.scalar(select(func.min(Order.created_at)).where(
+                Order.mode == self.mode, Order.venue == venue, Order.status.in_(OPEN_STATUSES)))
+            newest_fill = s.scalar(select(func.max(Fill.ts)).where(
+                Fill.mode == self.mode, Fill.venue == venue))
+        marks = [t for t in (oldest_open, newest_fill) if t is not None]
+        start = min(marks) - AUDIT_MARGIN if marks else floor
+        return max(start, floor)
+
+    def fill_ids(self, venue: str, since: datetime) -> set[str]:
+        stmt = select(Fill.venue_trade_id).where(Fill.mode == self.mode, Fill.venue == venue,
+                                                 Fill.ts >= since - AUDIT_MARGIN)
+        with Session(self.engine) as s:
+            return set(s.scalars(stmt))
+
+    def orders_by_venue_id(self, venue: str, ids: list[str]) -> dict[str, LedgerOrder]:
+        if not ids:
+            return {}
+        stmt = select(Order).where(Order.mode == self.mode, Order.venue == venue,
+                                   Order.venue_order_id.in_(ids))
+        with Session(self.engine) as s:
+            return {str(o.venue_order_id): _ledger_order(o) for o in s.scalars(stmt)}
+
+    def fills_after(self, venue: str, since: datetime) -> list[Fill]:
+        """This mode's fills on ``venue`` executed after ``since`` (balance expectations)."""
+        stmt = select(Fill).where(Fill.mode == self.mode, Fill.venue == venue, Fill.ts > since)
+        with Session(self.engine) as s:
+            rows = list(s.scalars(stmt))
+            s.expunge_all()
+            return rows
 
     def record(self, run: RunResult) -> None:
         now = datetime.now(UTC)
@@ -130,6 +180,7 @@ class RunResult:
     error: str = ""
     discrepancies: list[Discrepancy] = field(default_factory=list)
     balances: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    halted: str = ""  # why new entries on the venue are halted ("" = not halted)
 
 
 def compare(venue_open: list[VenueOrder], ledger_open: list[LedgerOrder]
@@ -167,6 +218,8 @@ class Reconciler:
         venue_timeout_s: float = 5.0,
         db_timeout_s: float = 5.0,
         clock: Clock = SYSTEM_CLOCK,
+        symbols: list[str] | None = None,
+        policy: AuditPolicy | None = None,
     ) -> None:
         self.bus = bus
         self.ledger = ledger
@@ -175,6 +228,9 @@ class Reconciler:
         self.venue_timeout_s = venue_timeout_s
         self.db_timeout_s = db_timeout_s
         self.clock = clock
+        self.symbols = list(symbols or [])
+        self.policy = policy or AuditPolicy()
+        self.audit = Audit(self)
 
     async def _venue(self, what: str, coro: Any) -> Any:
         try:
@@ -188,8 +244,11 @@ class Reconciler:
         except Exception as exc:  # noqa: BLE001
             raise ReconFailed(f"database {what}: {exc!r}"[:300]) from exc
 
-    async def run(self, venue: str, run_id: str) -> ReconReport:
-        """Reconcile ``venue`` once; publish the report; raise :class:`ReconFailed` on failure."""
+    async def run(self, venue: str, run_id: str, *, full: bool = True) -> ReconReport:
+        """Reconcile ``venue`` once; publish the report; raise :class:`ReconFailed` on failure.
+
+        ``full``: also audit the venue's trades and balances now (the startup run, and the
+        periodic runs when their own intervals are due, see :class:`Audit`)."""
         t0 = self.clock.monotonic_ns()
         run = RunResult(venue, run_id, datetime.now(UTC))
         try:
@@ -199,11 +258,17 @@ class Reconciler:
             run.balances = await self._venue("balances", client.balances())
             ledger_open = await self._db("open orders", self.ledger.open_orders, venue)
             found, stale, drift = compare(venue_open, ledger_open)
+            found = [x for d in found if (x := (await self.audit.external_open(
+                venue, d, venue_open) if d.kind == "external_order" else d)) is not None]
             for lo in stale:
                 found.append(await self._check_stale(client, lo))
             for lo, vo in drift:
                 found.append(await self._correct(lo, vo, "order_drift"))
+            if self.query_venue_orders:
+                found.extend(await self.audit.trades(venue, client, force=full))
+                found.extend(await self.audit.balances(venue, run.balances, force=full))
             run.discrepancies = found
+            run.halted = self.audit.halt_reason(venue)
             run.duration_ms = (self.clock.monotonic_ns() - t0) / 1e6
             await self._db("write", self.ledger.record, run)
         except ReconFailed as exc:
@@ -213,6 +278,25 @@ class Reconciler:
             raise
         await self._finish(run)
         return self._report(run)
+
+    async def inflight(self, venue: str, max_queries: int) -> list[Discrepancy]:
+        """In-flight orders (NEW, SUBMITTED, UNKNOWN) of the ledger: counted and aged (metrics);
+        those older than the executor's own resolution window are asked about, at most
+        ``max_queries`` (oldest first), and corrected or canceled like stale orders."""
+        ledger_open = await self._db("open orders", self.ledger.open_orders, venue)
+        now = datetime.now(UTC)
+        inflight = sorted((o for o in ledger_open if o.status in INFLIGHT_STATUSES),
+                          key=lambda o: o.created_at or now)
+        ages = [(now - o.created_at).total_seconds() for o in inflight if o.created_at]
+        INFLIGHT.labels(venue).set(len(inflight))
+        INFLIGHT_AGE.labels(venue).set(max(ages) if ages else 0.0)
+        if not self.query_venue_orders:
+            return []
+        due = [o for o in inflight if o.created_at is None
+               or (now - o.created_at).total_seconds() > self.policy.stale_grace_s / 2]
+        client = self.venues[venue]
+        found = [await self._check_stale(client, lo) for lo in due[:max_queries]]
+        return [d for d in found if d.resolution != "waiting"]
 
     async def _finish(self, run: RunResult) -> None:
         RUN_SECONDS.labels(run.venue).observe(run.duration_ms / 1000)
@@ -253,9 +337,45 @@ class Reconciler:
             return Discrepancy(kind="stale_order", detail=base + f"venue query failed: {exc!r}",
                                resolution="unresolved", client_order_id=lo.client_order_id)
         if vo is None:
-            return Discrepancy(kind="stale_order", detail=base + "venue: order not found",
-                               client_order_id=lo.client_order_id)
+            return await self._cancel_missing(lo, base)
         return await self._correct(lo, vo, "stale_order")
+
+    async def _cancel_missing(self, lo: LedgerOrder, base: str) -> Discrepancy:
+        """Open in the ledger, unknown to the venue (one targeted query said so): CANCELED,
+        once it is older than the grace period (an order being sent right now is not)."""
+        age_s = ((datetime.now(UTC) - lo.created_at).total_seconds()
+                 if lo.created_at is not None else float("inf"))
+        if age_s < self.policy.stale_grace_s:
+            return Discrepancy(kind="stale_order", detail=base + f"venue: not found yet "
+                               f"(age {age_s:.1f}s < grace)", resolution="waiting",
+                               client_order_id=lo.client_order_id)
+        side: Side = "buy" if lo.side == "buy" else "sell"
+        ev = OrderEvent(venue=lo.venue, symbol=lo.symbol, client_order_id=lo.client_order_id,
+                        side=side, quantity=lo.quantity, filled_quantity=lo.filled_quantity,
+                        status="CANCELED", venue_order_id=lo.venue_order_id,
+                        intent_id=lo.intent_id, trade_id=lo.trade_id,
+                        reason="reconciler: not on the venue", ts=self.clock.now_ns(),
+                        role=role_of(lo.client_order_id))
+        await self.bus.publish(self.bus.subjects.order(lo.venue, lo.symbol), ev,
+                               f"order:{lo.client_order_id}:CANCELED:"
+                               f"{to_str(lo.filled_quantity)}")
+        CORRECTIONS.labels(lo.venue).inc()
+        return Discrepancy(kind="stale_order", detail=base + "venue: order not found",
+                           resolution="canceled: not on the venue",
+                           client_order_id=lo.client_order_id)
+
+    async def _record_unknown(self, venue: str, vo: VenueOrder) -> None:
+        """One of our client order ids that the ledger never heard of (sent, then the
+        executor died before recording it): its venue state as an order event."""
+        side: Side = vo.side or "buy"
+        ev = OrderEvent(venue=venue, symbol=vo.symbol, client_order_id=vo.client_order_id,
+                        side=side, quantity=vo.quantity, filled_quantity=vo.filled,
+                        status=vo.status, venue_order_id=vo.venue_order_id,
+                        avg_price=vo.avg_price, reason="reconciler: our order, not recorded",
+                        ts=self.clock.now_ns(), role=role_of(vo.client_order_id))
+        await self.bus.publish(self.bus.subjects.order(venue, vo.symbol), ev,
+                               f"order:{vo.client_order_id}:{vo.status}:{to_str(vo.filled)}")
+        CORRECTIONS.labels(venue).inc()
 
     async def _correct(self, lo: LedgerOrder, vo: VenueOrder, kind: str) -> Discrepancy:
         """Publish the venue's state of one of our orders (and its fills) as events."""
@@ -269,7 +389,8 @@ class Reconciler:
                         side=side, quantity=lo.quantity, filled_quantity=vo.filled,
                         status=vo.status, venue_order_id=vo.venue_order_id,
                         avg_price=vo.avg_price, intent_id=lo.intent_id, trade_id=lo.trade_id,
-                        reason="reconciler: venue state", ts=now)
+                        reason="reconciler: venue state", ts=now,
+                        role=role_of(lo.client_order_id))
         subj = self.bus.subjects
         await self.bus.publish(subj.order(lo.venue, lo.symbol), ev,
                                f"order:{lo.client_order_id}:{vo.status}:{to_str(vo.filled)}")

@@ -148,7 +148,7 @@ class StrategyService:
         for venue in self.engine.fees:
             last = await self.bus.last_message("RECON", subj.ready(venue))
             if last is not None and isinstance(last[1], VenueReady):
-                self.engine.set_venue_ready(venue, last[1].ready)
+                self.engine.set_venue_ready(venue, last[1].ready and not last[1].halted)
             elif self.engine.venue_ready is None or venue not in self.engine.venue_ready:
                 self.engine.set_venue_ready(venue, False)
         self._spawn(self._recover(), "recover")
@@ -268,7 +268,7 @@ class StrategyService:
 
     async def on_ready(self, env: Envelope, payload: Any) -> None:
         if isinstance(payload, VenueReady):
-            self.engine.set_venue_ready(payload.venue, payload.ready)
+            self.engine.set_venue_ready(payload.venue, payload.ready and not payload.halted)
             logger.info("venue gate venue=%s ready=%s", payload.venue, payload.ready)
 
     # ------------------------------------------------------------ EXEC -> memory
