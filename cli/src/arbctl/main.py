@@ -6,6 +6,7 @@
     arbctl trading off|on
     arbctl snapshot
     arbctl unblock [SYMBOL]
+    arbctl ack VENUE
 """
 
 from __future__ import annotations
@@ -218,11 +219,11 @@ def down(timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 120.
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     table = Table(title="arb dev stack")
-    for col in ("name", "pid", "port", "healthy", "ready"):
+    for col in ("name", "pid", "port", "healthy", "ready", "detail"):
         table.add_column(col)
     for r in rows:
         table.add_row(r["name"], str(r["pid"] or "-"), str(r["port"] or "-"),
-                      view._mark(r["healthy"]), view._mark(r["ready"]))
+                      view._mark(r["healthy"]), view._mark(r["ready"]), r.get("detail", ""))
     console.print(table)
 
 
@@ -254,13 +255,14 @@ def trading(
         raise typer.Exit(1)
 
 
-def _strategy_request(verb: str, body: dict[str, Any], timeout: float, failed: str) -> None:
-    """Request ``ctl.strategy.<verb>``, print the JSON reply; exit 1 saying ``failed`` and
-    the strategy's error unless it answered ``ok``."""
+def _ctl_request(service: str, verb: str, body: dict[str, Any], timeout: float,
+                 failed: str) -> None:
+    """Request ``ctl.<service>.<verb>``, print the JSON reply; exit 1 saying ``failed`` and
+    the service's error unless it answered ``ok``."""
     from arb_common.subjects import Subjects
 
     url, prefix = control.bus_target(read_state(default_home()), _port_offset())
-    subject = Subjects(prefix).ctl("strategy", verb)
+    subject = Subjects(prefix).ctl(service, verb)
     try:
         data = asyncio.run(control._request(url, subject, json.dumps(body).encode(), timeout))
     except control.ControlError as exc:
@@ -280,7 +282,18 @@ def snapshot(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 15.0,
 ) -> None:
     """Take a strategy snapshot now (request on ctl.strategy.snapshot); prints its id."""
-    _strategy_request("snapshot", {}, timeout, "the strategy did not take a snapshot")
+    _ctl_request("strategy", "snapshot", {}, timeout, "the strategy did not take a snapshot")
+
+
+@app.command()
+def ack(
+    venue: Annotated[str, typer.Argument(help="Venue whose halt you have dealt with.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 5.0,
+) -> None:
+    """Acknowledge what halted new entries on a venue (external activity, balance drift):
+    entries resume and the venue's balances are taken as the new baseline."""
+    _ctl_request("reconciler", "ack", {"venue": venue}, timeout,
+                 "the reconciler did not acknowledge")
 
 
 @app.command()
@@ -294,7 +307,7 @@ def unblock(
     body: dict[str, Any] = {"actor": "arbctl"}
     if symbol is not None:
         body["symbol"] = symbol
-    _strategy_request("unblock", body, timeout, "the strategy did not clear the block")
+    _ctl_request("strategy", "unblock", body, timeout, "the strategy did not clear the block")
 
 
 # ---------------------------------------------------------------- sessions

@@ -1,7 +1,8 @@
 """``arbctl status``: is each process healthy and ready?
 
 healthy: ``GET /healthz`` answers 200 (engines: a TCP connect succeeds);
-ready: ``GET /readyz`` answers 200 (engines: same as healthy).
+ready: ``GET /readyz`` answers 200 (engines: same as healthy); ``detail``: what /readyz says is
+missing or degraded (e.g. a venue not reconciled, new entries halted), when anything is.
 The pids and ports come from ``<home>/run/stack.json``; with no stack recorded, the default
 ports (plus ``ARB_PORT_OFFSET``) are probed and every pid is ``null``.
 """
@@ -43,16 +44,34 @@ def probe(entry: dict[str, Any], timeout: float = 1.0) -> dict[str, Any]:
     port = entry.get("port")
     host = entry.get("host") or "127.0.0.1"
     healthy = ready = False
+    detail = ""
     if port:
         if entry.get("kind") == "engine":
             healthy = ready = engines.port_open(int(port), host, timeout)
         else:
             base = f"http://{host}:{port}"
             healthy = _http_ok(base + "/healthz", timeout)
-            ready = healthy and _http_ok(base + "/readyz", timeout)
+            if healthy:
+                ready, detail = _readyz(base + "/readyz", timeout)
     pid = entry.get("pid")
-    return {"name": entry["name"], "pid": pid if engines.pid_alive(pid) else None,
-            "port": port, "healthy": healthy, "ready": ready}
+    row = {"name": entry["name"], "pid": pid if engines.pid_alive(pid) else None,
+           "port": port, "healthy": healthy, "ready": ready}
+    if detail:
+        row["detail"] = detail
+    return row
+
+
+def _readyz(url: str, timeout: float) -> tuple[bool, str]:
+    """(ready, why not / what is degraded) from a service's /readyz JSON."""
+    try:
+        resp = httpx.get(url, timeout=timeout)
+        body = resp.json()
+    except (httpx.HTTPError, ValueError):
+        return False, ""
+    notes = list(body.get("missing") or []) if isinstance(body, dict) else []
+    if isinstance(body, dict) and isinstance(body.get("degraded"), dict):
+        notes += [f"{k}: {v}" for k, v in body["degraded"].items()]
+    return resp.status_code == 200, "; ".join(str(n) for n in notes)[:300]
 
 
 def default_entries(port_offset: int = 0) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from prometheus_client import Gauge
 
@@ -45,7 +45,8 @@ class VenueGate:
     """Startup gate + periodic loop for one venue."""
 
     def __init__(self, venue: str, bus: Bus, rec: Reconciler, *, interval_s: float,
-                 retry_max_s: float, inflight_s: float = 3.0, max_queries: int = 20) -> None:
+                 retry_max_s: float, inflight_s: float = 3.0, max_queries: int = 20,
+                 on_halt: Callable[[str, str], None] | None = None) -> None:
         self.venue = venue
         self.bus = bus
         self.rec = rec
@@ -56,6 +57,7 @@ class VenueGate:
         self.ready = False
         self.reason = "reconciling"
         self.halted = ""  # why new entries are halted, as last published
+        self.on_halt = on_halt or (lambda venue, reason: None)
         self._lock = asyncio.Lock()  # one run of this venue at a time
         VENUE_READY.labels(venue).set(0)
 
@@ -74,6 +76,7 @@ class VenueGate:
             return
         await self._ready(True, run_id, reason, halted=bool(reason))
         self.halted = reason
+        self.on_halt(self.venue, reason)
         logger.warning("venue entries %s venue=%s reason=%s",
                        "HALTED" if reason else "resumed", self.venue, reason)
 
@@ -100,6 +103,7 @@ class VenueGate:
                 run_id = new_run_id()
         self.halted = self.rec.audit.halt_reason(self.venue)
         await self._ready(True, run_id, self.halted, halted=bool(self.halted))
+        self.on_halt(self.venue, self.halted)
         self.ready, self.reason = True, ""
         VENUE_READY.labels(self.venue).set(1)
         logger.info("venue reconciled, gate open venue=%s run_id=%s halted=%s", self.venue,
@@ -156,7 +160,9 @@ async def start(rt: ServiceRuntime) -> None:
                      venue_timeout_s=s.venue_timeout_s, db_timeout_s=s.db_timeout_s,
                      symbols=s.symbol_list, policy=policy)
     gates = {v: VenueGate(v, bus, rec, interval_s=s.recon_interval_s, retry_max_s=s.retry_max_s,
-                          inflight_s=s.recon_inflight_interval_s, max_queries=s.recon_max_queries)
+                          inflight_s=s.recon_inflight_interval_s, max_queries=s.recon_max_queries,
+                          on_halt=lambda venue, why: rt.readiness.degrade(
+                              f"halted.{venue}", f"new entries halted: {why}" if why else None))
              for v in s.venue_list}
     await Control(rt.settings, gates).subscribe(bus)
     rt.readiness.probe("venues", lambda: readiness(gates))

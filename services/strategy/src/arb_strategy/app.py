@@ -269,7 +269,8 @@ class StrategyService:
     async def on_ready(self, env: Envelope, payload: Any) -> None:
         if isinstance(payload, VenueReady):
             self.engine.set_venue_ready(payload.venue, payload.ready and not payload.halted)
-            logger.info("venue gate venue=%s ready=%s", payload.venue, payload.ready)
+            logger.info("venue gate venue=%s ready=%s halted=%s reason=%s", payload.venue,
+                        payload.ready, payload.halted, payload.reason)
 
     # ------------------------------------------------------------ EXEC -> memory
     async def on_exec(self, seq: int, env: Envelope, payload: Any) -> None:
