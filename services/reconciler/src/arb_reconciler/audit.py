@@ -61,7 +61,7 @@ class AuditPolicy:
     lookback_s: float = 86_400.0
     trades_interval_s: float = 30.0
     balance_interval_s: float = 60.0
-    balance_tolerance: Decimal = Decimal("0.0001")
+    balance_tolerance: Decimal = Decimal("0.000001")
     stale_grace_s: float = 60.0
 
 

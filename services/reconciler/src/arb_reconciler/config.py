@@ -30,7 +30,7 @@ class ReconcilerSettings(CommonSettings):
     # Balances vs the ledger's expectation this often; drift beyond this fraction (on two
     # consecutive checks) halts new entries on the venue.
     recon_balance_interval_s: float = Field(default=60.0, gt=0)
-    recon_balance_tolerance: Decimal = Field(default=Decimal("0.0001"), ge=0, lt=1)
+    recon_balance_tolerance: Decimal = Field(default=Decimal("0.000001"), ge=0, lt=1)
     # An order open in the ledger and unknown to the venue is marked CANCELED once older.
     recon_stale_grace_s: float = Field(default=60.0, ge=0)
     # In-flight orders (NEW, SUBMITTED, UNKNOWN) are checked this often, at most this many
