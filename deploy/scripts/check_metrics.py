@@ -182,7 +182,7 @@ def main() -> int:
         with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - our own stack
             exported.add_text(resp.read().decode())
     problems = check(exported, all_uses, recorded)
-    n_dash = sum(1 for u in all_uses if u.where.endswith("") and ".json" in u.where)
+    n_dash = sum(1 for u in all_uses if ".json:" in u.where)
     print(f"{len(all_uses)} queries ({n_dash} dashboard, {len(all_uses) - n_dash} rule) use "
           f"{len(used)} metrics; {len(exported.names)} series names exported by "
           f"{len(args.urls)} endpoints")
