@@ -10,7 +10,10 @@ cd "$REPO_ROOT/deploy/compose"
 ensure_docker
 COMPOSE="$(compose_cmd)"
 
-env_value() { grep -E "^$1=" .env | tail -1 | cut -d= -f2-; }
+# A setting as compose resolves it: the environment first, then .env.
+env_value() {
+    if [ -n "${!1:-}" ]; then echo "${!1}"; else grep -E "^$1=" .env | tail -1 | cut -d= -f2-; fi
+}
 
 case "${1:-}" in
 up)
@@ -22,7 +25,7 @@ up)
         log "created deploy/compose/.env with random secrets (keep it; never commit it)"
     fi
     $COMPOSE up -d --no-build
-    project="$(env_value COMPOSE_PROJECT_NAME)"; project="${COMPOSE_PROJECT_NAME:-${project:-compose}}"
+    project="$(env_value COMPOSE_PROJECT_NAME)"; project="${project:-compose}"
     log "waiting for the containers of project $project to be healthy"
     for i in $(seq 1 150); do
         states="$("$DOCKER" ps -a --filter "label=com.docker.compose.project=$project" \
