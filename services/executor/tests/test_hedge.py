@@ -207,3 +207,36 @@ async def test_a_stale_redelivery_still_evens_out_what_an_earlier_attempt_left(
     orders, _ = await events(bus)
     assert net(orders) == 0
     assert vs2["alpha"].sent == [] and vs2["beta"].sent == [hedge_coid("T1:open", "beta", 1)]
+
+
+async def test_a_stale_redelivery_that_cannot_check_a_sent_leg_says_unknown_not_rejected(
+        bus: Bus) -> None:
+    bk = books()
+    vs = venues(bk, lambda c: None)
+    await run(bus, vs, bk)  # both legs filled and recorded
+    # A new process (empty memory) gets the intent again, stale, while the sell venue does
+    # not answer: the leg's NEW is already on the bus, so it may exist: UNKNOWN.
+    vs2 = venues(bk, lambda c: "unknown" if c == SELL else None)
+    for v in vs2:
+        vs2[v].inner = vs[v].inner
+    g = await gate(bus)
+    env, it = await envelope_for(bus, make_intent(), ts=1)
+    await IntentExecutor(bus, vs2, g, books=bk).handle(env, it)
+    orders, _ = await events(bus)
+    sell = [o.status for o in orders if o.client_order_id == SELL]
+    assert "REJECTED" not in sell and sell[-1] == "UNKNOWN"
+    assert vs2["alpha"].sent == [] and vs2["beta"].sent == []
+    assert ("unknown_outcome", True) in [(r.kind, r.blocked) for r in await risk_events(bus)]
+
+
+async def test_a_stale_intent_never_sent_is_rejected_even_when_the_venue_is_unreachable(
+        bus: Bus) -> None:
+    bk = books()
+    vs = venues(bk, lambda c: "unknown")
+    g = await gate(bus)
+    env, it = await envelope_for(bus, make_intent(), ts=1)
+    await IntentExecutor(bus, vs, g, books=bk).handle(env, it)
+    orders, _ = await events(bus)
+    assert sorted((o.side, o.status) for o in orders if o.status != "NEW") == [
+        ("buy", "REJECTED"), ("sell", "REJECTED")]
+    assert await risk_events(bus) == []

@@ -45,6 +45,7 @@ async def clients(venue_sim: RunningSim) -> AsyncIterator[dict[str, AuditClient]
 
 def recon(bus: Bus, ledger: Ledger, clients: dict[str, AuditClient], **policy: Any
           ) -> Reconciler:
+    policy.setdefault("missing_grace_s", 0.0)  # trades of this test are seconds old
     return Reconciler(bus, ledger, dict(clients), symbols=["BTC-USDT", "ETH-USDT"],
                       policy=AuditPolicy(**policy))
 
@@ -149,12 +150,18 @@ async def test_balance_drift_halts_entries_after_two_checks_then_an_ack_rebaseli
     gate = VenueGate("alpha", bus, rec, interval_s=60, retry_max_s=1)
     await gate.startup()  # baseline
     assert gate.halted == ""
-    external_trade(venue_sim)  # ignored by policy, but the balances moved: never "flat"
+    # A recorded external trade (ignored by policy) is part of the expectation ...
+    external_trade(venue_sim)
+    for run_id in ("r1a", "r1b"):
+        quiet = await rec.run("alpha", run_id, full=True)
+        assert "balance_drift" not in [d.kind for d in quiet.discrepancies]
+    # ... but BTC that appears from nowhere (a deposit, a trade no audit saw) is drift.
+    venue_sim.sim.venues["alpha"].engine.account.credit("BTC", D("0.002"))
     first = await rec.run("alpha", "r2", full=True)
     assert "balance_drift" not in [d.kind for d in first.discrepancies]  # could be in flight
     second = await rec.run("alpha", "r3", full=True)
     drift = [d for d in second.discrepancies if d.kind == "balance_drift"]
-    assert drift and "BTC venue=10.002 expected=10" in drift[0].detail
+    assert drift and "BTC venue=10.004 expected=10.002" in drift[0].detail
     await gate.sync_halt("r3")
     assert gate.halted.startswith("balance drift on alpha")
     await gate.acknowledge()

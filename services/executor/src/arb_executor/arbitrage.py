@@ -138,6 +138,19 @@ class IntentExecutor:
         recovering = any(p.coid in self.runner.recovered for p in plans)
         await self._after_legs(env, intent, legs, recovering)
 
+    async def _unchecked(self, p: LegPlan, intent: Intent, why: str) -> OrderMachine:
+        m = self.runner.machine(p, intent)
+        ack = await self.sink.order(m)  # NEW: a duplicate means an earlier attempt existed
+        if ack.duplicate or p.coid in self.attempted:
+            logger.error("stale intent with an earlier attempt that cannot be checked "
+                         "venue=%s client_order_id=%s why=%s: UNKNOWN for the reconciler",
+                         p.venue, p.coid, why)
+            m.transition("UNKNOWN", reason=f"stale intent; {why}")
+        else:
+            m.transition("REJECTED", reason="stale intent")
+        await self.sink.order(m)
+        return m
+
     async def _after_legs(self, env: Envelope, intent: Intent, legs: list[OrderMachine],
                           recovering: bool) -> None:
         self._book_fills(intent, legs)
@@ -210,28 +223,36 @@ class IntentExecutor:
 
     async def _stale(self, env: Envelope, intent: Intent) -> None:
         """Drop a stale intent, unless an earlier attempt already put an order on a venue:
-        then its truth is published and the legs are evened out (hedged) as usual."""
+        then its truth is published and the legs are evened out (hedged) as usual.
+
+        A leg that cannot be checked (venue unreachable, gate closed) is never taken for
+        "not sent": its NEW is published again, and if JetStream already held it (an earlier
+        attempt, maybe by a process that died) the leg is UNKNOWN — the reconciler resolves
+        it by client order id; only a leg whose NEW is new here was surely never sent."""
         legs: list[OrderMachine] = []
         for p in self._plans_unsized(intent):
             venue = self.venues[p.venue]
             found = None
+            unchecked: str | None = "gate closed"
             if self.gate.is_open(p.venue):
                 try:
                     found = await venue.query(p.symbol, p.coid)
+                    unchecked = None
                 except (TemporaryError, OrderRejected) as exc:
-                    if p.coid in self.attempted:
-                        logger.error("stale intent with an earlier attempt that cannot be "
-                                     "checked venue=%s client_order_id=%s error=%r",
-                                     p.venue, p.coid, exc)
-                        continue  # stays as recorded (UNKNOWN): the reconciler resolves it
+                    unchecked = f"venue query failed: {exc}"[:200]
             if found is not None:
                 m = self.runner.machine(
                     LegPlan(p.leg, p.venue, p.symbol, found.quantity, p.coid, p.expected_price),
                     intent)
                 await self.runner.apply(m, found)
                 legs.append(m)
+            elif unchecked is not None:
+                legs.append(await self._unchecked(p, intent, unchecked))
             else:
                 legs.append(await self.runner.reject(p, intent, "stale intent"))
-        if len(legs) == 2 and any(m.state.filled_quantity for m in legs) and all(
-                self.gate.is_open(v) for v in (intent.buy_venue, intent.sell_venue)):
+        unknown = any(m.status == "UNKNOWN" for m in legs)
+        gates = all(self.gate.is_open(v) for v in (intent.buy_venue, intent.sell_venue))
+        if len(legs) == 2 and (unknown or (gates and any(m.state.filled_quantity
+                                                         for m in legs))):
+            # Even out what filled; an unknown leg is not hedged around but reported (blocks).
             await self._after_legs(env, intent, legs, recovering=True)

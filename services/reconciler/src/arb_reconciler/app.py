@@ -155,7 +155,8 @@ async def start(rt: ServiceRuntime) -> None:
         external=s.recon_external_policy, lookback_s=s.recon_lookback_s,
         trades_interval_s=s.recon_trades_interval_s,
         balance_interval_s=s.recon_balance_interval_s,
-        balance_tolerance=s.recon_balance_tolerance, stale_grace_s=s.recon_stale_grace_s)
+        balance_tolerance=s.recon_balance_tolerance, stale_grace_s=s.recon_stale_grace_s,
+        missing_grace_s=s.recon_missing_grace_s)
     rec = Reconciler(bus, ledger, readers, query_venue_orders=s.mode is Mode.live,
                      venue_timeout_s=s.venue_timeout_s, db_timeout_s=s.db_timeout_s,
                      symbols=s.symbol_list, policy=policy)

@@ -63,6 +63,8 @@ class AuditPolicy:
     balance_interval_s: float = 60.0
     balance_tolerance: Decimal = Decimal("0.000001")
     stale_grace_s: float = 60.0
+    # A trade younger than this may still be on its way to the ledger: looked at next run.
+    missing_grace_s: float = 10.0
 
 
 @dataclass
@@ -75,6 +77,9 @@ class _VenueAudit:
     drift: str = ""  # current drift halt reason
     external: str = ""  # current external-policy halt reason
     seen_external: set[str] = field(default_factory=set)
+    # base/quote/fee effects of external trades recorded under "ignore" since the baseline:
+    # known and alerted, so they are part of the expectation (no drift halt for them)
+    external_deltas: dict[str, Decimal] = field(default_factory=dict)
 
 
 class Audit:
@@ -102,6 +107,7 @@ class Audit:
         was = self.halt_reason(venue)
         st.external, st.drift, st.drift_strikes = "", "", 0
         st.baseline, st.baseline_ts = None, None
+        st.external_deltas = {}
         st.last_balances = 0.0
         HALTED.labels(venue).set(0)
         logger.warning("venue halt acknowledged venue=%s was=%s", venue, was)
@@ -128,6 +134,8 @@ class Audit:
         if not first and policy != "adopt":
             return None  # reported once per process (and again after a restart)
         resolution = "ignored (policy)"
+        if policy == "ignore":
+            self._expect_external(st, trades)
         if policy == "adopt" and order is not None:
             await self._adopt(venue, order, trades)
             resolution = "adopted into the ledger (trade_id=external)"
@@ -137,6 +145,22 @@ class Audit:
                 st.external = f"external {kind} on {venue}: {detail}"[:300]
         return Discrepancy(kind=kind, detail=detail, resolution=resolution,
                            client_order_id=order.client_order_id if order else None)
+
+    @staticmethod
+    def _expect_external(st: _VenueAudit, trades: list[VenueTrade]) -> None:
+        if st.baseline_ts is None:
+            return  # not baselined yet: the baseline observation will include them
+        after = st.baseline_ts.timestamp() * 1000
+        for t in trades:
+            if t.ts_ms <= after:
+                continue
+            base, _, quote = t.symbol.partition("-")
+            sign = 1 if t.side == "buy" else -1
+            d = st.external_deltas
+            d[base] = d.get(base, ZERO) + sign * t.quantity
+            d[quote] = d.get(quote, ZERO) - sign * t.quantity * t.price
+            if t.fee_asset:
+                d[t.fee_asset] = d.get(t.fee_asset, ZERO) - t.fee
 
     async def _adopt(self, venue: str, order: VenueOrder, trades: list[VenueTrade]) -> None:
         bus, subj = self.rec.bus, self.rec.bus.subjects
@@ -179,7 +203,8 @@ class Audit:
         for symbol in rec.symbols:
             trades, truncated = await rec._venue(f"my trades {symbol}",
                                                  client.my_trades(symbol, since_ms))
-            missing.extend(t for t in trades if t.trade_id not in known)
+            young = (time.time() - rec.policy.missing_grace_s) * 1000
+            missing.extend(t for t in trades if t.trade_id not in known and t.ts_ms <= young)
             if truncated:
                 found.append(Discrepancy(kind="audit_truncated", resolution="unresolved",
                                          detail=f"{symbol}: more trades than one run reads"))
@@ -229,11 +254,13 @@ class Audit:
         totals = {a: f + lk for a, (f, lk) in observed.items()}
         at = datetime.now(UTC)
         if st.baseline is None or st.baseline_ts is None:
-            st.baseline, st.baseline_ts = totals, at
+            st.baseline, st.baseline_ts, st.external_deltas = totals, at, {}
             return []
         fills = await self.rec._db("fills since baseline", self.rec.ledger.fills_after, venue,
                                    st.baseline_ts)
         expected = dict(st.baseline)
+        for asset, delta in st.external_deltas.items():
+            expected[asset] = expected.get(asset, ZERO) + delta
         for f in fills:
             base, _, quote = f.symbol.partition("-")
             sign = 1 if f.side == "buy" else -1

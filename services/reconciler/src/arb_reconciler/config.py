@@ -33,6 +33,8 @@ class ReconcilerSettings(CommonSettings):
     recon_balance_tolerance: Decimal = Field(default=Decimal("0.000001"), ge=0, lt=1)
     # An order open in the ledger and unknown to the venue is marked CANCELED once older.
     recon_stale_grace_s: float = Field(default=60.0, ge=0)
+    # A venue trade younger than this is not called missing yet (on its way to the ledger).
+    recon_missing_grace_s: float = Field(default=10.0, ge=0)
     # In-flight orders (NEW, SUBMITTED, UNKNOWN) are checked this often, at most this many
     # venue queries per venue and cycle.
     recon_inflight_interval_s: float = Field(default=3.0, gt=0)
