@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from stack_helpers import running_stack
 
-from arbctl.stack import ExternalUrls, Stack, free_port_offset
+from arbctl.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -26,18 +27,10 @@ TRADE_WAIT_S = float(os.environ.get("ARB_E2E_TRADE_WAIT_S", "150"))
 @pytest.fixture
 def stack(tmp_path: Path, nats_url: str, fresh_database: str, redis_url: str,
           bus_prefix: str) -> Iterator[Stack]:
-    offset = free_port_offset()
-    s = Stack(tmp_path / "arb", mode="live", session_mode="clean", port_offset=offset,
-              external=ExternalUrls(nats_url, fresh_database, redis_url), bus_prefix=bus_prefix)
-    s.start()
-    try:
+    with running_stack(tmp_path / "arb", mode="live", nats_url=nats_url,
+                       database_url=fresh_database, redis_url=redis_url,
+                       bus_prefix=bus_prefix) as s:
         yield s
-    finally:
-        s.stop()
-        r = redis.Redis.from_url(redis_url)
-        keys = list(r.scan_iter(f"arb{bus_prefix}:*"))
-        if keys:
-            r.delete(*keys)
 
 
 def _get(url: str, **params: Any) -> Any:

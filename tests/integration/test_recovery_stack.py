@@ -27,15 +27,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import nats
-import orjson
 import pytest
 import redis
 from nats.js.api import DeliverPolicy
+from stack_helpers import nats_request, running_stack
 
 from arb_common.messages import FillEvent, decode
 from arb_common.subjects import Subjects
 from arb_common.testing import TcpProxy
-from arbctl.stack import ExternalUrls, Stack, free_port_offset
+from arbctl.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -55,38 +55,16 @@ def pg_proxy(fresh_database: str) -> Iterator[tuple[TcpProxy, str]]:
 @pytest.fixture
 def stack(tmp_path: Path, nats_url: str, pg_proxy: tuple[TcpProxy, str], redis_url: str,
           bus_prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    for key, value in STACK_ENV.items():
-        monkeypatch.setenv(key, value)
-    s = Stack(tmp_path / "arb", mode="paper", session_mode="clean",
-              port_offset=free_port_offset(),
-              external=ExternalUrls(nats_url, pg_proxy[1], redis_url), bus_prefix=bus_prefix)
-    s.start()
-    try:
+    with running_stack(tmp_path / "arb", mode="paper", nats_url=nats_url,
+                       database_url=pg_proxy[1], redis_url=redis_url, bus_prefix=bus_prefix,
+                       env=STACK_ENV, monkeypatch=monkeypatch) as s:
         yield s
-    finally:
-        s.stop()
-        r = redis.Redis.from_url(redis_url)
-        keys = list(r.scan_iter(f"arb{bus_prefix}:*"))
-        if keys:
-            r.delete(*keys)
 
 
 # ---------------------------------------------------------------- helpers
-def _request(nats_url: str, subject: str, body: dict[str, Any], timeout: float = 10) -> Any:
-    async def go() -> Any:
-        nc = await nats.connect(nats_url)
-        try:
-            msg = await nc.request(subject, orjson.dumps(body), timeout=timeout)
-            return orjson.loads(msg.data)
-        finally:
-            await nc.close()
-
-    return asyncio.run(go())
-
-
 def _strategy_state(stack: Stack, nats_url: str) -> dict[str, Any]:
     subj = Subjects(stack.bus_prefix).ctl("strategy", "state")
-    reply = _request(nats_url, subj, {})
+    reply = nats_request(nats_url, subj, {})
     assert reply.get("ok"), reply
     return dict(reply["state"])
 
@@ -215,7 +193,7 @@ def test_kill9_flush_and_pg_outage_lose_nothing_and_restore_exactly(
 
     # Settle: trading off, every trade closed, the ledger caught up.
     subj = Subjects(bus_prefix).ctl("strategy", "trading")
-    assert _request(nats_url, subj, {"enabled": False, "actor": "test"})["ok"]
+    assert nats_request(nats_url, subj, {"enabled": False, "actor": "test"})["ok"]
     _wait(lambda: not _strategy_state(stack, nats_url)["engine"].get("open"), 60,
           "all trades closed")
     published = _published_fills(nats_url, stack)

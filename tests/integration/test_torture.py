@@ -37,7 +37,6 @@ import os
 import random
 import re
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -47,14 +46,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import create_engine, text
-
-from arb_common.subjects import Subjects
-from arbctl.stack import ExternalUrls, Stack, free_port_offset
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib
-from torture_helpers import (  # noqa: E402
+from stack_helpers import running_stack
+from torture_helpers import (
     EXTERNAL_KINDS,
     OPEN_STATUSES,
     VENUE_OPEN,
@@ -72,6 +66,9 @@ from torture_helpers import (  # noqa: E402
     stream_payloads,
     wait,
 )
+
+from arb_common.subjects import Subjects
+from arbctl.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -98,20 +95,12 @@ STACK_ENV = {
 @pytest.fixture
 def stack(tmp_path: Path, nats_url: str, fresh_database: str, redis_url: str,
           bus_prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    for key, value in STACK_ENV.items():
-        monkeypatch.setenv(key, value)
-    s = Stack(tmp_path / "arb", mode="live", session_mode="clean",
-              port_offset=free_port_offset(),
-              external=ExternalUrls(nats_url, fresh_database, redis_url), bus_prefix=bus_prefix)
-    s.start()
     try:
-        yield s
+        with running_stack(tmp_path / "arb", mode="live", nats_url=nats_url,
+                           database_url=fresh_database, redis_url=redis_url,
+                           bus_prefix=bus_prefix, env=STACK_ENV, monkeypatch=monkeypatch) as s:
+            yield s
     finally:
-        s.stop()
-        r = redis.Redis.from_url(redis_url)
-        keys = list(r.scan_iter(f"arb{bus_prefix}:*"))
-        if keys:
-            r.delete(*keys)
         if not os.environ.get("ARB_TORTURE_KEEP_STREAMS"):  # keep them to dig into a failure
             delete_streams(nats_url, bus_prefix)
 

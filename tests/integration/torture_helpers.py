@@ -21,6 +21,7 @@ import httpx
 import nats
 import orjson
 from nats.js.api import DeliverPolicy
+from stack_helpers import nats_request
 
 from arb_common.subjects import Subjects
 from arbctl.stack import Stack
@@ -125,18 +126,6 @@ class StateApi:
 
 
 # ---------------------------------------------------------------- the bus
-def nats_request(nats_url: str, subject: str, body: dict[str, Any], timeout: float = 10) -> Any:
-    async def go() -> Any:
-        nc = await nats.connect(nats_url)
-        try:
-            msg = await nc.request(subject, orjson.dumps(body), timeout=timeout)
-            return orjson.loads(msg.data)
-        finally:
-            await nc.close()
-
-    return asyncio.run(go())
-
-
 def strategy_state(nats_url: str, prefix: str) -> dict[str, Any]:
     reply = nats_request(nats_url, Subjects(prefix).ctl("strategy", "state"), {})
     assert reply.get("ok"), reply
