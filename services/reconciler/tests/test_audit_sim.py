@@ -183,3 +183,22 @@ async def test_a_stale_order_is_canceled_after_one_query_once_past_the_grace(
     execs = await messages(bus, "EXEC", "exec.order.>")
     assert [(e.client_order_id, e.status) for e in execs] == [(never, "CANCELED")]
     ledger.close()
+
+
+async def test_the_inflight_check_resolves_an_old_unknown_order_and_reports_it(
+        bus: Bus, ledger_url: str, clients: dict[str, AuditClient]) -> None:
+    order = await clients["alpha"].ex.create_order("BTC/USDT", "market", "buy", 0.01,
+                                                   params={"clientOrderId": OURS})
+    ledger_order(ledger_url, OURS, "UNKNOWN", age_s=30)  # the response was lost, long ago
+    young = client_order_id("M3:open", "buy")
+    ledger_order(ledger_url, young, "SUBMITTED", age_s=1)  # still the executor's to resolve
+    ledger = Ledger(ledger_url, "live")
+    found = await recon(bus, ledger, clients).inflight("alpha", 20, "inflight-1")
+    assert [(d.client_order_id, d.resolution) for d in found] == [(OURS, "corrected: FILLED")]
+    reports = await messages(bus, "RECON", "recon.report")
+    assert [r.run_id for r in reports] == ["inflight-1"]
+    execs = await messages(bus, "EXEC", "exec.>")
+    assert {(type(e).__name__, e.client_order_id) for e in execs} == {
+        ("OrderEvent", OURS), ("FillEvent", OURS)}
+    assert str(order["id"]) in {e.venue_order_id for e in execs}
+    ledger.close()

@@ -110,18 +110,24 @@ class VenueGate:
                     run_id, self.halted or "no")
 
     async def loop(self) -> None:
+        """After the startup run, every ``inflight_s``: the in-flight check, or a full run
+        when the open-orders interval (or the trade / balance audit) is due. Due times are
+        kept on a fixed schedule, so the cadences do not stretch by the tick."""
         await self.startup()
-        next_full = asyncio.get_running_loop().time() + self.interval_s
+        clock = asyncio.get_running_loop().time
+        next_full = clock() + self.interval_s
         while True:
             await asyncio.sleep(self.inflight_s)
             run_id = new_run_id()
             try:
                 async with self._lock:
-                    if asyncio.get_running_loop().time() >= next_full:
-                        next_full = asyncio.get_running_loop().time() + self.interval_s
+                    if clock() >= next_full - self.inflight_s / 2 or self.rec.audit.due(
+                            self.venue, slack_s=self.inflight_s / 2):
+                        while next_full <= clock() + self.inflight_s / 2:
+                            next_full += self.interval_s
                         await self.rec.run(self.venue, run_id, full=False)
                     else:
-                        await self.rec.inflight(self.venue, self.max_queries)
+                        await self.rec.inflight(self.venue, self.max_queries, run_id)
                     await self.sync_halt(run_id)
             except Exception as exc:  # noqa: BLE001 - reported; the next run tries again
                 logger.warning("periodic recon failed venue=%s error=%s", self.venue, exc)
@@ -156,7 +162,7 @@ async def start(rt: ServiceRuntime) -> None:
         trades_interval_s=s.recon_trades_interval_s,
         balance_interval_s=s.recon_balance_interval_s,
         balance_tolerance=s.recon_balance_tolerance, stale_grace_s=s.recon_stale_grace_s,
-        missing_grace_s=s.recon_missing_grace_s)
+        missing_grace_s=s.recon_missing_grace_s, inflight_min_age_s=s.recon_inflight_min_age_s)
     rec = Reconciler(bus, ledger, readers, query_venue_orders=s.mode is Mode.live,
                      venue_timeout_s=s.venue_timeout_s, db_timeout_s=s.db_timeout_s,
                      symbols=s.symbol_list, policy=policy)

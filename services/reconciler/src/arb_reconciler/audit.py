@@ -51,6 +51,7 @@ DRIFT = Gauge("arb_reconciler_balance_drift", "Venue balance minus the ledger's 
               ["venue", "asset"])
 HALTED = Gauge("arb_reconciler_venue_halted", "1 while new entries on the venue are halted",
                ["venue"])
+SLACK_S = 2.0  # an audit this close to due runs with the run at hand (ticks of a few s)
 MISSING_FILLS = Counter("arb_reconciler_missing_fills_total",
                         "Fills found on the venue and recorded by the reconciler", ["venue"])
 
@@ -65,6 +66,8 @@ class AuditPolicy:
     stale_grace_s: float = 60.0
     # A trade younger than this may still be on its way to the ledger: looked at next run.
     missing_grace_s: float = 10.0
+    # An in-flight order younger than this is the executor's to resolve (its own window).
+    inflight_min_age_s: float = 15.0
 
 
 @dataclass
@@ -92,6 +95,13 @@ class Audit:
         if st is None:
             st = self.state[venue] = _VenueAudit()
         return st
+
+    def due(self, venue: str, *, slack_s: float = 0.0) -> bool:
+        """Is the trade or the balance audit of ``venue`` due (within ``slack_s``)?"""
+        st = self._st(venue)
+        now = time.monotonic() + slack_s
+        return (now - st.last_trades >= self.rec.policy.trades_interval_s
+                or now - st.last_balances >= self.rec.policy.balance_interval_s)
 
     # ------------------------------------------------------------ halts
     def halt_reason(self, venue: str) -> str:
@@ -191,7 +201,7 @@ class Audit:
         if not hasattr(client, "my_trades") or not self.rec.symbols:
             return []
         now = time.monotonic()
-        if not force and now - st.last_trades < self.rec.policy.trades_interval_s:
+        if not force and now - st.last_trades < self.rec.policy.trades_interval_s - SLACK_S:
             return []
         rec = self.rec
         since = await rec._db("audit start", rec.ledger.activity_since, venue,
@@ -248,7 +258,7 @@ class Audit:
                        force: bool) -> list[Discrepancy]:
         st = self._st(venue)
         now = time.monotonic()
-        if not force and now - st.last_balances < self.rec.policy.balance_interval_s:
+        if not force and now - st.last_balances < self.rec.policy.balance_interval_s - SLACK_S:
             return []
         st.last_balances = now
         totals = {a: f + lk for a, (f, lk) in observed.items()}

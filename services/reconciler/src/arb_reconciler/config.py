@@ -39,3 +39,5 @@ class ReconcilerSettings(CommonSettings):
     # venue queries per venue and cycle.
     recon_inflight_interval_s: float = Field(default=3.0, gt=0)
     recon_max_queries: int = Field(default=20, ge=1, le=1000)
+    # ... once older than this (before, the executor is still resolving it itself).
+    recon_inflight_min_age_s: float = Field(default=15.0, ge=0)

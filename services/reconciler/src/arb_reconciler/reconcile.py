@@ -279,10 +279,22 @@ class Reconciler:
         await self._finish(run)
         return self._report(run)
 
-    async def inflight(self, venue: str, max_queries: int) -> list[Discrepancy]:
+    async def inflight(self, venue: str, max_queries: int, run_id: str | None = None
+                       ) -> list[Discrepancy]:
         """In-flight orders (NEW, SUBMITTED, UNKNOWN) of the ledger: counted and aged (metrics);
-        those older than the executor's own resolution window are asked about, at most
-        ``max_queries`` (oldest first), and corrected or canceled like stale orders."""
+        those older than the executor's own resolution window (``inflight_min_age_s``) are
+        asked about, at most ``max_queries`` (oldest first), and corrected or canceled like
+        stale orders. What it finds is recorded and reported like any run's (``run_id``)."""
+        t0 = self.clock.monotonic_ns()
+        found = await self._inflight(venue, max_queries)
+        if found and run_id is not None:
+            run = RunResult(venue, run_id, datetime.now(UTC), discrepancies=found)
+            run.duration_ms = (self.clock.monotonic_ns() - t0) / 1e6
+            await self._db("write", self.ledger.record, run)
+            await self._finish(run)
+        return found
+
+    async def _inflight(self, venue: str, max_queries: int) -> list[Discrepancy]:
         ledger_open = await self._db("open orders", self.ledger.open_orders, venue)
         now = datetime.now(UTC)
         inflight = sorted((o for o in ledger_open if o.status in INFLIGHT_STATUSES),
@@ -293,7 +305,7 @@ class Reconciler:
         if not self.query_venue_orders:
             return []
         due = [o for o in inflight if o.created_at is None
-               or (now - o.created_at).total_seconds() > self.policy.stale_grace_s / 2]
+               or (now - o.created_at).total_seconds() > self.policy.inflight_min_age_s]
         client = self.venues[venue]
         found = [await self._check_stale(client, lo) for lo in due[:max_queries]]
         return [d for d in found if d.resolution != "waiting"]
