@@ -469,6 +469,9 @@ def execution() -> Dashboard:
                       (q(f"sum by (venue, reason) "
                          f"(increase(arb_executor_rejects_total{{{ven}}}[15m]))",
                          "{{venue}} {{reason}}"),), kind="bargauge", decimals=0),
+                Panel("Rate limited by the venue (15 m)",
+                      (q(f"sum by (venue) (increase(arb_executor_rate_limited_total{{{ven}}}"
+                         f"[15m]))", "{{venue}}"),), kind="bargauge", decimals=0),
                 Panel("Unknown outcomes (15 m)",
                       (q(f"sum by (venue) (increase(arb_executor_unknown_orders_total{{{ven}}}"
                          f"[15m]))", "{{venue}}"),), kind="bargauge", decimals=0),
@@ -564,13 +567,30 @@ def reconciliation() -> Dashboard:
                 Panel("Corrective events (1 h)",
                       (q(f"sum by (venue) (increase(arb_reconciler_corrections_total{{{ven}}}"
                          f"[1h]))", "{{venue}}"),), kind="bargauge", decimals=0),
-                Panel("In flight", (
+                Panel("External orders / trades (1 h)",
+                      (q(f"sum by (venue, kind, policy) "
+                         f"(increase(arb_reconciler_external_total{{{ven}}}[1h]))",
+                         "{{venue}} {{kind}} ({{policy}})"),), kind="bargauge", decimals=0),
+            )),
+            Row("In flight and balances", (
+                Panel("Orders in flight (ledger)",
+                      (q(f"arb_reconciler_inflight_orders{{{ven}}}", "{{venue}}"),), decimals=0,
+                      description="Ledger orders NEW, SUBMITTED or UNKNOWN."),
+                Panel("Oldest in-flight order", (q(f"arb_reconciler_inflight_oldest_seconds"
+                                                   f"{{{ven}}}", "{{venue}}"),), unit="s",
+                      thresholds=((None, "green"), (120, "red"))),
+                Panel("Venue halted", (q(f"arb_reconciler_venue_halted{{{ven}}}", "{{venue}}"),),
+                      kind="stat", mappings=(("0", "TRADING", "green"), ("1", "HALTED", "red")),
+                      thresholds=((None, "green"), (1, "red")), height=5,
+                      description="New entries halted after drift; `arbctl ack VENUE` resumes."),
+                Panel("Balance drift (venue - ledger expectation)",
+                      (q(f"arb_reconciler_balance_drift{{{ven}}}", "{{venue}} {{asset}}"),),
+                      unit="none", width=12),
+                Panel("Missing fills recorded / intents executing", (
+                    q(f"sum by (venue) (increase(arb_reconciler_missing_fills_total{{{ven}}}[1h]))",
+                      "missing fills 1 h {{venue}}"),
                     q("arb_executor_intents_in_flight", "intents in flight (executor)"),
-                    q(f"sum by (venue) (increase(arb_executor_unknown_orders_total{{{ven}}}[15m]))",
-                      "unknown outcomes 15 m {{venue}}"),
-                ), decimals=0,
-                      description="Open orders per venue are not exported yet; intents being "
-                                  "executed and unknown outcomes stand in."),
+                ), decimals=0, width=12),
             )),
         ),
     )
