@@ -176,3 +176,54 @@ async def test_follow_dead_letters_an_undecodable_message_and_moves_on(bus: Bus)
     assert seen == [2] and follower.last_seq == 2
     info = await bus.js.stream_info(bus.subjects.stream_name("DLQ"))
     assert info.state.messages == 1
+
+
+async def test_in_order_consumer_retries_a_failing_batch_in_place_keeping_stream_order(
+        bus: Bus) -> None:
+    for n in range(6):
+        await bus.publish(bus.subjects.fill("alpha", "BTC-USDT"), _fill(str(n)), f"fill:alpha:{n}")
+    seen: list[str] = []
+    down = {"left": 3}  # the effect's store is "down" for the first three attempts
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        if down["left"] > 0:
+            down["left"] -= 1
+            raise ConnectionError("ledger down")
+        seen.extend(d.payload.venue_trade_id for d in batch)
+
+    bus.consume(stream="EXEC", durable="ordered", filter_subject=bus.subjects.any("exec.>"),
+                batch_handler=handler, batch=2, backoff=(0.05,), in_order=True)
+    await _wait_for(lambda: len(seen) == 6, 10, what="all six applied")
+    assert seen == [str(n) for n in range(6)]  # nothing newer overtook the failing batch
+
+
+async def test_in_order_consumer_restarts_at_the_ack_floor_after_its_holder_died(
+        nats_url: str, bus_prefix: str, cleanup_streams: None) -> None:
+    async with connected_bus(nats_url, bus_prefix, session="s1") as first:
+        for n in range(5):
+            await first.publish(first.subjects.fill("alpha", "BTC-USDT"), _fill(str(n)),
+                                f"fill:alpha:{n}")
+        got: list[str] = []
+
+        async def apply_two_then_hang(batch: Sequence[Delivery]) -> None:
+            got.extend(d.payload.venue_trade_id for d in batch)
+            if len(got) > 2:
+                await asyncio.sleep(3600)  # "killed" while holding messages 2, 3
+
+        first.consume(stream="EXEC", durable="ledger", batch_handler=apply_two_then_hang,
+                      filter_subject=first.subjects.any("exec.>"), batch=2, in_order=True,
+                      ack_wait=60)
+        await _wait_for(lambda: len(got) >= 4, 10, what="two batches delivered")
+        await first.nc.close()  # dies: messages 2 and 3 unacked, 4 never delivered
+    async with connected_bus(nats_url, bus_prefix, session="s1") as second:
+        seen: list[str] = []
+
+        async def apply(batch: Sequence[Delivery]) -> None:
+            seen.extend(d.payload.venue_trade_id for d in batch)
+
+        second.consume(stream="EXEC", durable="ledger", batch_handler=apply,
+                       filter_subject=second.subjects.any("exec.>"), batch=2, in_order=True,
+                       ack_wait=60)
+        # Without the restart at the ack floor, 4 would come at once and 2, 3 after 60 s.
+        await _wait_for(lambda: len(seen) >= 3, 10, what="the unacked ones first, in order")
+        assert seen[:3] == ["2", "3", "4"]

@@ -333,8 +333,15 @@ class Bus:
         backoff: Sequence[float] = (0.5, 1, 2, 5, 10, 30),
         deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
         lane_key: LaneKey | None = None,
+        in_order: bool = False,
     ) -> asyncio.Task[None]:
         """Start a durable pull-consumer loop as a task; the bus cancels it on close.
+
+        ``in_order`` (``batch_handler`` only; for a single writer whose effect depends on the
+        order, e.g. the ledger's average-cost positions): a failing batch is retried in place
+        (kept in progress, nothing newer fetched) instead of naked, and at start a durable
+        left with unacked messages by a dead process is re-created at its ack floor, so the
+        stream is applied in stream order across outages and crashes.
 
         With ``lane_key`` (``handler`` only), messages run concurrently across keys and in
         delivery order within one key (e.g. per symbol): the fetch loop keeps fetching while
@@ -346,6 +353,8 @@ class Bus:
             raise ValueError("give exactly one of handler / batch_handler")
         if lane_key is not None and handler is None:
             raise ValueError("lane_key needs a per-message handler")
+        if in_order and batch_handler is None:
+            raise ValueError("in_order needs a batch_handler")
         consumer = _Consumer(
             self,
             stream=self.subjects.stream_name(stream),
@@ -365,6 +374,7 @@ class Bus:
                 max_ack_pending=max(batch * 4, 256),
             ),
             backoff=list(backoff),
+            in_order=in_order,
         )
         task = asyncio.create_task(consumer.run(), name=f"consume:{durable}")
         self._tasks.append(task)
@@ -425,8 +435,10 @@ class _Consumer:
         backoff: list[float],
         lane_key: LaneKey | None = None,
         lane_drain_s: float = 10.0,
+        in_order: bool = False,
     ) -> None:
         self.bus = bus
+        self.in_order = in_order
         self.lane_key = lane_key
         self.lane_drain_s = lane_drain_s
         self._lanes: dict[str, asyncio.Task[None]] = {}  # key -> last task of that lane
@@ -461,6 +473,8 @@ class _Consumer:
         sub: JetStreamContext.PullSubscription | None = None
         while not self.bus._stopping.is_set():
             try:
+                if sub is None and self.in_order:
+                    await self._resume_at_ack_floor()
                 if sub is None:
                     sub = await self.bus.js.pull_subscribe(
                         self.filter_subject,
@@ -479,6 +493,22 @@ class _Consumer:
             except Exception as exc:  # noqa: BLE001 - reconnects and JetStream hiccups
                 logger.warning("consumer loop error durable=%s error=%r", self.durable, exc)
                 await asyncio.sleep(1.0)
+
+    async def _resume_at_ack_floor(self) -> None:
+        """A durable with unacked messages (its last holder died) would hand newer messages
+        out before redelivering those (after ``ack_wait``): re-create it at its ack floor so
+        delivery restarts, in order, with the first unacked message."""
+        try:
+            info = await self.bus.js.consumer_info(self.stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            return
+        if not info.num_ack_pending:
+            return
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        logger.warning("re-creating consumer at its ack floor durable=%s floor=%s "
+                       "unacked=%s", self.durable, floor, info.num_ack_pending)
+        await self.bus.js.delete_consumer(self.stream, self.durable)
+        self.config = _restart_config(self.config, floor + 1)
 
     async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
         """The next message as soon as it is stored, plus the ones already waiting behind it.
@@ -522,8 +552,9 @@ class _Consumer:
             try:
                 await self.batch_handler(good)
             except Exception as exc:  # noqa: BLE001
-                await self._failed(good, exc)
-                return
+                if not (self.in_order and await self._retry_in_place(good, exc)):
+                    await self._failed(good, exc)
+                    return
             for d in good:
                 await d.msg.ack()
             CONSUMED.labels(self.stream, self.durable).inc(len(good))
@@ -535,6 +566,33 @@ class _Consumer:
                 await self._handle_one(d)
         last = good[-1].msg.metadata
         PENDING.labels(self.stream, self.durable).set(last.num_pending or 0)
+
+    async def _retry_in_place(self, good: list[Delivery], exc: Exception) -> bool:
+        """Retry the same batch (in progress, with backoff) until it succeeds (True) or the
+        bus stops (False: naked by the caller, redelivered)."""
+        HANDLER_ERRORS.labels(self.stream, self.durable).inc(len(good))
+        n = 0
+        while not self.bus._stopping.is_set():
+            delay = self.backoff[min(n, len(self.backoff) - 1)]
+            logger.warning("batch failed, retrying in place durable=%s count=%d retry_in_s=%s "
+                           "error=%r", self.durable, len(good), delay, exc)
+            for d in good:
+                try:
+                    await d.msg.in_progress()
+                except Exception:  # noqa: BLE001 - redelivery decides
+                    pass
+            try:
+                await asyncio.wait_for(self.bus._stopping.wait(), timeout=delay)
+                return False
+            except TimeoutError:
+                pass
+            try:
+                assert self.batch_handler is not None
+                await self.batch_handler(good)
+                return True
+            except Exception as again:  # noqa: BLE001
+                exc, n = again, n + 1
+        return False
 
     async def _handle_one(self, d: Delivery) -> None:
         assert self.handler is not None
@@ -607,3 +665,10 @@ class _Consumer:
                 delay = self.backoff[min(n - 1, len(self.backoff) - 1)]
                 await d.msg.nak(delay=delay)
 
+
+def _restart_config(config: ConsumerConfig, start_seq: int) -> ConsumerConfig:
+    """``config`` delivering from ``start_seq`` (the consumer is re-created there)."""
+    from dataclasses import replace
+
+    return replace(config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                   opt_start_seq=start_seq)

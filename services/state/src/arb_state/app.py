@@ -113,6 +113,9 @@ class StateService:
             batch_handler=self.handle_batch,
             batch=s.ingest_batch,
             max_deliver=s.ingest_max_deliver,
+            # Positions are average cost: applied in stream order, across PostgreSQL outages
+            # (the failing batch is retried in place) and crashes (restart at the ack floor).
+            in_order=True,
         )
         # Decisions (expected prices, for slippage) from STRAT, acked after their commit.
         self.bus.consume(
