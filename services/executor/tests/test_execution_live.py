@@ -14,6 +14,7 @@ from arb_common.messages import FillEvent, Intent, OrderEvent, VenueReady, decod
 from arb_executor.arbitrage import IntentExecutor
 from arb_executor.gate import Gate
 from arb_executor.legs import client_order_id
+from arb_executor.testing import venue_clients
 from arb_executor.venue_client import VenueClient
 from arb_venue_sim.testing import RunningSim as SimHandle
 
@@ -30,14 +31,8 @@ def make_intent(n: int, qty: str = "0.01") -> Intent:
 
 @pytest.fixture
 async def clients(venue_sim: SimHandle) -> AsyncIterator[dict[str, VenueClient]]:
-    out = {v: VenueClient(cfg, timeout_s=1.0) for v, cfg in venue_sim.configs.items()}
-    for c in out.values():
-        await c.load_markets()
-    try:
+    async with venue_clients(venue_sim.configs, VenueClient, timeout_s=1.0) as out:
         yield out
-    finally:
-        for c in out.values():
-            await c.close()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from arb_common.bus import Bus
 from arb_common.ledger import Order
 from arb_common.messages import FillEvent, OrderEvent, VenueReady
 from arb_executor.legs import client_order_id
+from arb_executor.testing import venue_clients
 from arb_reconciler.app import VenueGate
 from arb_reconciler.audit import AuditPolicy
 from arb_reconciler.reconcile import Ledger, Reconciler
@@ -33,14 +34,8 @@ OURS = client_order_id("M1:open", "buy")
 
 @pytest.fixture
 async def clients(venue_sim: RunningSim) -> AsyncIterator[dict[str, AuditClient]]:
-    out = {v: AuditClient(cfg, timeout_s=2.0) for v, cfg in venue_sim.configs.items()}
-    for c in out.values():
-        await c.load_markets()
-    try:
+    async with venue_clients(venue_sim.configs, AuditClient, timeout_s=2.0) as out:
         yield out
-    finally:
-        for c in out.values():
-            await c.close()
 
 
 def recon(bus: Bus, ledger: Ledger, clients: dict[str, AuditClient], **policy: Any

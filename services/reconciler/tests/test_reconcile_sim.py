@@ -18,6 +18,7 @@ from arb_common.testing import wait_until
 from arb_executor.arbitrage import IntentExecutor
 from arb_executor.gate import Gate
 from arb_executor.legs import client_order_id
+from arb_executor.testing import venue_clients
 from arb_executor.venue_client import VenueClient
 from arb_reconciler.app import VenueGate
 from arb_reconciler.reconcile import Ledger, Reconciler
@@ -35,14 +36,8 @@ NEVER_SENT = client_order_id("S4:open", "sell")
 
 @pytest.fixture
 async def clients(venue_sim: SimHandle) -> AsyncIterator[dict[str, VenueClient]]:
-    out = {v: VenueClient(cfg, timeout_s=2.0) for v, cfg in venue_sim.configs.items()}
-    for c in out.values():
-        await c.load_markets()
-    try:
+    async with venue_clients(venue_sim.configs, VenueClient, timeout_s=2.0) as out:
         yield out
-    finally:
-        for c in out.values():
-            await c.close()
 
 
 def ledger_rows(url: str, rows: list[tuple[str, str]]) -> None:
