@@ -211,8 +211,12 @@ class ServiceRuntime:
         await asyncio.sleep(0)
         logger.info("starting service=%s mode=%s session=%s port=%d", self.name,
                     self.settings.mode.value, self.settings.session, self.settings.http_port)
+        # Not ready until start() returned: the HTTP server is up before the service has
+        # registered its own checks, and an empty check list would read as ready.
+        self.readiness.set("started", False, "starting")
         try:
             await start(self)
+            self.readiness.set("started", True)
         except Exception as exc:  # noqa: BLE001 - log one line and exit non-zero
             logger.critical("start failed service=%s error=%r", self.name, exc, exc_info=exc)
             self._fatal = exc
