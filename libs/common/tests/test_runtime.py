@@ -32,3 +32,39 @@ async def test_health_ready_metrics_info_and_422_naming_the_parameter() -> None:
         assert bad.status_code == 422 and "limit" in bad.json()["detail"]
         m = await c.get("/metrics")
         assert 'arb_http_bad_requests_total{path="/api/things"} 1.0' in m.text
+
+
+async def test_not_ready_until_start_returned_even_before_the_service_registered_checks(
+        ) -> None:
+    import asyncio
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rt = ServiceRuntime("demo", CommonSettings(http_port=port))
+    release = asyncio.Event()
+
+    async def start(_: ServiceRuntime) -> None:
+        await release.wait()  # e.g. restoring state; no check of its own registered yet
+
+    main = asyncio.create_task(rt._main(start))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            for _ in range(200):
+                try:
+                    r = await c.get("/readyz")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.02)
+            assert r.status_code == 503 and r.json()["missing"] == ["started: starting"]
+            release.set()
+            for _ in range(100):
+                r = await c.get("/readyz")
+                if r.status_code == 200:
+                    break
+                await asyncio.sleep(0.02)
+            assert r.status_code == 200
+    finally:
+        rt.stopping.set()
+        await asyncio.wait_for(main, 10)
