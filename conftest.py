@@ -103,16 +103,9 @@ def bus_prefix() -> str:
 async def cleanup_streams(nats_url: str, bus_prefix: str):  # type: ignore[no-untyped-def]
     """Delete this test's streams afterwards."""
     yield
-    import nats
+    from arb_common.testing import delete_prefixed_streams
 
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    try:
-        for info in await js.streams_info():
-            if info.config.name and info.config.name.startswith(bus_prefix.upper() + "_"):
-                await js.delete_stream(info.config.name)
-    finally:
-        await nc.close()
+    await delete_prefixed_streams(nats_url, bus_prefix)
 
 
 @pytest.fixture

@@ -63,14 +63,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import print_table, summarize, write_json  # noqa: E402
 
 from arb_common.bus import Bus  # noqa: E402
 from arb_common.messages import Intent, OrderEvent, VenueReady, decode  # noqa: E402
-from arb_common.testing import connected_bus  # noqa: E402
+from arb_common.testing import connected_bus, delete_prefixed_streams  # noqa: E402
 from arb_common.venues import VenueConfig  # noqa: E402
 
 SESSION = "bench-exec"
@@ -238,14 +237,7 @@ def nats_engine(url: str | None, home: Path) -> Any:
 
 
 async def delete_streams(nats_url: str, prefix: str) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            if info.config.name and info.config.name.startswith(prefix.upper() + "_"):
-                await js.delete_stream(info.config.name)
-    finally:
-        await nc.close()
+    await delete_prefixed_streams(nats_url, prefix)
 
 
 # ---------------------------------------------------------------- metrics

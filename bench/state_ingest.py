@@ -46,6 +46,7 @@ from report import percentile, print_table, write_json  # noqa: E402
 from state_helpers import migrate  # noqa: E402
 
 from arb_common.messages import FillEvent, OrderEvent, decode, encode  # noqa: E402
+from arb_common.testing import delete_prefixed_streams  # noqa: E402
 from arb_state.ingest import IngestEvent, LedgerWriter, ingest_batch  # noqa: E402
 
 PG = os.environ.get("ARB_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -206,17 +207,9 @@ def _subject(subjects: Any, raw: bytes) -> str:
 
 
 async def _cleanup(prefix: str) -> None:
-    import nats
     import redis.asyncio as aioredis
 
-    nc = await nats.connect(NATS)
-    try:
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            if info.config.name and info.config.name.startswith(prefix.upper() + "_"):
-                await js.delete_stream(info.config.name)
-    finally:
-        await nc.close()
+    await delete_prefixed_streams(NATS, prefix)
     r = aioredis.Redis.from_url(REDIS)
     try:
         keys = [k async for k in r.scan_iter(match=f"arb{prefix}:*", count=1000)]

@@ -57,6 +57,7 @@ from arb_common.clock import SYSTEM_CLOCK  # noqa: E402
 from arb_common.hot import HotMirror  # noqa: E402
 from arb_common.keyspace import Keyspace  # noqa: E402
 from arb_common.messages import Book, Envelope, FillEvent, Intent, decode, encode  # noqa: E402
+from arb_common.testing import delete_prefixed_streams  # noqa: E402
 from arb_strategy.app import StrategyService  # noqa: E402
 from arb_strategy.config import StrategySettings  # noqa: E402
 from arb_strategy.engine import Engine, EngineConfig  # noqa: E402
@@ -212,12 +213,7 @@ async def kill(svc: StrategyService) -> None:
 
 
 async def drop_streams(nats_url: str, prefix: str) -> None:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    for info in await js.streams_info():
-        if info.config.name and info.config.name.startswith(prefix.upper() + "_"):
-            await js.delete_stream(info.config.name)
-    await nc.close()
+    await delete_prefixed_streams(nats_url, prefix)
 
 
 async def drop_keys(redis_url: str, prefix: str) -> None:

@@ -24,6 +24,7 @@ from nats.js.api import DeliverPolicy
 from stack_helpers import nats_request
 
 from arb_common.subjects import Subjects
+from arb_common.testing import delete_prefixed_streams
 from arbctl.stack import Stack
 
 OPEN_STATUSES = ("NEW", "SUBMITTED", "ACKED", "PARTIALLY_FILLED", "UNKNOWN")
@@ -164,17 +165,7 @@ def stream_payloads(nats_url: str, prefix: str, pattern: str, msg_type: str,
 
 def delete_streams(nats_url: str, prefix: str) -> None:
     """Remove this run's streams from the shared NATS."""
-    async def go() -> None:
-        nc = await nats.connect(nats_url)
-        try:
-            js = nc.jetstream()
-            for info in await js.streams_info():
-                if info.config.name and info.config.name.startswith(prefix.upper() + "_"):
-                    await js.delete_stream(info.config.name)
-        finally:
-            await nc.close()
-
-    asyncio.run(go())
+    asyncio.run(delete_prefixed_streams(nats_url, prefix))
 
 
 # ---------------------------------------------------------------- processes

@@ -130,3 +130,18 @@ class TcpProxy:
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except asyncio.CancelledError:
             pass  # proxy shutting down
+
+
+async def delete_prefixed_streams(nats_url: str, prefix: str) -> None:
+    """Delete every JetStream stream of the deployment ``prefix`` (``<PREFIX>_*``): the
+    clean-up of a test or benchmark run on shared engines."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            if info.config.name and info.config.name.startswith(prefix.upper() + "_"):
+                await js.delete_stream(info.config.name)
+    finally:
+        await nc.close()
