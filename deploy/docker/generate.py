@@ -20,8 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "deploy" / "docker"
 UV_VERSION = "0.13.9"
-# See service_stages: workspace members whose locked dependencies every image also installs.
-BORROW_DEPS_OF = ("arb-market-data",)
 # Imports every module of the package given as argv[1] and of arb_common.
 # (__main__ modules excepted: importing one runs the service.)
 IMPORT_ALL_PY = ("import importlib, pkgutil, sys; "
@@ -108,14 +106,6 @@ RUN /opt/uv/bin/uv sync --frozen --no-dev --no-install-workspace {packages}
 
 def service_stages(svc: Service) -> str:
     copies = "\n".join(f"COPY {src}/ {src}/" for src in svc.sources)
-    borrow = ""
-    if svc.package not in BORROW_DEPS_OF:
-        # arb_common imports httpx (arb_common.venues) without declaring it in
-        # libs/common/pyproject.toml; until it does, httpx comes, exactly as locked, with
-        # the dependencies of arb-market-data (which declares it); the member itself is not
-        # installed. Drop this once arb-common lists httpx.
-        borrow = "".join(f" \\\n    --package {p} --no-install-package {p}"
-                         for p in BORROW_DEPS_OF)
     extra = "".join(f"COPY {path} /app/{path}\n" for path in svc.extra_files)
     return f"""\
 
@@ -123,7 +113,7 @@ def service_stages(svc: Service) -> str:
 # build: only what {svc.name} needs (uv sync is exact: other services' packages are removed).
 FROM deps AS build
 {copies}
-RUN /opt/uv/bin/uv sync --frozen --no-dev --no-editable --package {svc.package}{borrow}
+RUN /opt/uv/bin/uv sync --frozen --no-dev --no-editable --package {svc.package}
 # Every module of the service (and of arb_common) imports: an undeclared dependency fails here.
 RUN /app/.venv/bin/python -c "{IMPORT_ALL_PY}" {svc.module}
 

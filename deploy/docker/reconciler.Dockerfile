@@ -38,8 +38,7 @@ FROM deps AS build
 COPY libs/common/ libs/common/
 COPY services/executor/ services/executor/
 COPY services/reconciler/ services/reconciler/
-RUN /opt/uv/bin/uv sync --frozen --no-dev --no-editable --package arb-reconciler \
-    --package arb-market-data --no-install-package arb-market-data
+RUN /opt/uv/bin/uv sync --frozen --no-dev --no-editable --package arb-reconciler
 # Every module of the service (and of arb_common) imports: an undeclared dependency fails here.
 RUN /app/.venv/bin/python -c "import importlib, pkgutil, sys; [importlib.import_module(m.name) for p in (sys.argv[1], 'arb_common') for m in pkgutil.walk_packages(importlib.import_module(p).__path__, p + '.') if not m.name.endswith('__main__')]" arb_reconciler
 

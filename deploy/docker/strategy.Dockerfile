@@ -37,8 +37,7 @@ RUN /opt/uv/bin/uv sync --frozen --no-dev --no-install-workspace --package arb-v
 FROM deps AS build
 COPY libs/common/ libs/common/
 COPY services/strategy/ services/strategy/
-RUN /opt/uv/bin/uv sync --frozen --no-dev --no-editable --package arb-strategy \
-    --package arb-market-data --no-install-package arb-market-data
+RUN /opt/uv/bin/uv sync --frozen --no-dev --no-editable --package arb-strategy
 # Every module of the service (and of arb_common) imports: an undeclared dependency fails here.
 RUN /app/.venv/bin/python -c "import importlib, pkgutil, sys; [importlib.import_module(m.name) for p in (sys.argv[1], 'arb_common') for m in pkgutil.walk_packages(importlib.import_module(p).__path__, p + '.') if not m.name.endswith('__main__')]" arb_strategy
 
