@@ -162,6 +162,10 @@ def test_nats_is_one_server_in_staging_and_a_cluster_of_three_in_prod(overlay) -
                 if d["metadata"]["name"].startswith("nats-config"))["data"]["nats.conf"]
     assert "jetstream" in conf
     assert sts["spec"]["volumeClaimTemplates"]
+    cfg = next(d for d in of_kind(docs, "ConfigMap")
+               if d["metadata"]["name"].startswith("arb-config"))["data"]
+    # The services provision every stream with as many replicas as there are NATS servers.
+    assert cfg["ARB_STREAM_REPLICAS"] == str(sts["spec"]["replicas"])
     if name == "prod":
         assert sts["spec"]["replicas"] == 3
         assert conf.count("nats-headless:6222") == 3

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+import nats.js.errors
 import pytest
 
 from arb_common.bus import DLQ, Bus, Delivery
 from arb_common.messages import Envelope, FillEvent, VenueReady
+from arb_common.subjects import STREAMS
 from arb_common.testing import connected_bus
 from arb_common.testing import wait_until as _wait_for
 
@@ -227,3 +229,18 @@ async def test_in_order_consumer_restarts_at_the_ack_floor_after_its_holder_died
         # Without the restart at the ack floor, 4 would come at once and 2, 3 after 60 s.
         await _wait_for(lambda: len(seen) >= 3, 10, what="the unacked ones first, in order")
         assert seen[:3] == ["2", "3", "4"]
+
+
+async def test_streams_are_provisioned_with_the_configured_replicas(
+        nats_url: str, bus_prefix: str, cleanup_streams: None) -> None:
+    async with connected_bus(nats_url, bus_prefix) as b:  # default: ARB_STREAM_REPLICAS=1
+        infos = [await b.js.stream_info(b.subjects.stream_name(s.name)) for s in STREAMS]
+        assert {i.config.num_replicas for i in infos} == {1}
+        # 3 replicas reach the server: one alone (not a cluster) refuses to create them,
+        # loudly, at start (a cluster of 3, the prod overlay, creates them).
+        three = Bus(nats_url, service="test", session="test", mode="paper",
+                    prefix=bus_prefix + "r3", stream_replicas=3)
+        three._nc, three._js = b.nc, b.js
+        with pytest.raises(nats.js.errors.APIError) as refused:
+            await three.provision()
+        assert refused.value.err_code == 10074, refused.value  # replicas > 1 not supported

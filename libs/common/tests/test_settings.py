@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from arb_common.settings import CommonSettings, Profile, load_settings
+from arb_common.subjects import STREAMS, Subjects
 
 
 def test_defaults_are_dev_profile_and_redact_urls(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,3 +53,15 @@ def test_mode_must_be_known(
     with pytest.raises(SystemExit):
         load_settings(CommonSettings)
     assert "ARB_MODE" in capsys.readouterr().err
+
+
+def test_stream_replicas_default_to_one_and_reach_the_stream_config(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CommonSettings().stream_replicas == 1
+    monkeypatch.setenv("ARB_STREAM_REPLICAS", "3")  # the prod overlay's 3-server NATS
+    replicas = CommonSettings().stream_replicas
+    assert replicas == 3
+    assert {Subjects().stream_config(s, replicas).num_replicas for s in STREAMS} == {3}
+    monkeypatch.setenv("ARB_STREAM_REPLICAS", "0")
+    with pytest.raises(SystemExit):
+        load_settings(CommonSettings)

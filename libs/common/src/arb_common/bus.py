@@ -113,8 +113,10 @@ class Bus:
         mode: str,
         prefix: str = "",
         clock: Clock = SYSTEM_CLOCK,
+        stream_replicas: int = 1,
     ) -> None:
         self.url = url
+        self.stream_replicas = stream_replicas  # of the streams provision() creates
         self.service = service
         self.session = session
         self.mode = mode
@@ -178,9 +180,10 @@ class Bus:
         logger.info("nats connected service=%s url=%s", self.service, self.url)
 
     async def provision(self) -> None:
-        """Create or update every stream of the contract; safe to run from every service."""
+        """Create or update every stream of the contract (``stream_replicas`` replicas each);
+        safe to run from every service."""
         for spec in STREAMS:
-            cfg = self.subjects.stream_config(spec)
+            cfg = self.subjects.stream_config(spec, self.stream_replicas)
             try:
                 await self.js.stream_info(cfg.name or "")
             except nats.js.errors.NotFoundError:

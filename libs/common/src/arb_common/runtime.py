@@ -253,7 +253,7 @@ async def connect_bus(rt: ServiceRuntime) -> Any:
 
     s = rt.settings
     bus = Bus(s.nats_url, service=rt.name, session=s.session, mode=s.mode.value,
-              prefix=s.bus_prefix)
+              prefix=s.bus_prefix, stream_replicas=s.stream_replicas)
     await bus.connect()
     await bus.provision()
     rt.readiness.probe("nats", lambda: (bus.is_connected, "" if bus.is_connected else

@@ -48,6 +48,9 @@ class CommonSettings(BaseSettings):
     # Isolates one deployment (or one test run) on shared engines: prefixes every subject,
     # stream name and Redis key.
     bus_prefix: str = Field(default="", pattern=r"^[a-z0-9]{0,16}$")
+    # JetStream replicas of every file/memory stream the services provision (at most the
+    # number of NATS servers: 1 on one server, 3 on the prod overlay's 3-server cluster).
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
     control_token: SecretStr | None = None

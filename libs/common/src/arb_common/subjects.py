@@ -46,7 +46,7 @@ class Subjects:
     def stream_name(self, name: str) -> str:
         return f"{self.prefix.upper()}_{name}" if self.prefix else name
 
-    def stream_config(self, spec: StreamSpec) -> StreamConfig:
+    def stream_config(self, spec: StreamSpec, replicas: int = 1) -> StreamConfig:
         return StreamConfig(
             name=self.stream_name(spec.name),
             subjects=[self._p(s) for s in spec.subjects],
@@ -56,6 +56,7 @@ class Subjects:
             max_age=spec.max_age_s,
             duplicate_window=spec.duplicate_window_s,
             max_msgs_per_subject=spec.max_msgs_per_subject,
+            num_replicas=replicas,
         )
 
     def strip(self, subject: str) -> str:
