@@ -128,18 +128,25 @@ async def test_trading_control_replies_persists_and_is_restored(
     await wait_for(lambda: "BTC-USDT" in svc.engine.open_trades(), what="open once enabled")
 
 
+async def publish_round_trip(bus: Bus, trade_id: str, symbol: str, prices: tuple[str, ...],
+                             fee: str = "0.5") -> None:
+    """The four fills of one round trip of 0.01: buy alpha / sell beta at ``prices[0:2]``
+    (open), buy beta / sell alpha at ``prices[2:4]`` (close), each published twice."""
+    legs = [("alpha", "buy", "open"), ("beta", "sell", "open"),
+            ("beta", "buy", "close"), ("alpha", "sell", "close")]
+    for i, ((venue, side, action), price) in enumerate(zip(legs, prices, strict=True)):
+        f = FillEvent(venue=venue, symbol=symbol, client_order_id=f"{trade_id}c{i}",
+                      venue_trade_id=f"{trade_id}-{i}", side=side, quantity=Decimal("0.01"),  # type: ignore[arg-type]
+                      price=Decimal(price), fee=Decimal(fee), fee_asset="USDT", ts=i,
+                      intent_id=f"{trade_id}:{action}", trade_id=trade_id)
+        for _ in range(2):  # a re-publish is dropped by JetStream / SeenIds
+            await bus.publish(bus.subjects.fill(venue, symbol), f, f"fill:{venue}:{trade_id}:{i}")
+
+
 async def test_fills_complete_a_trade_and_feed_the_risk_guard_once(
         buses: tuple[StrategyService, Bus], nats_url: str, bus_prefix: str) -> None:
     svc, md = buses
-    legs = [("alpha", "buy", "60000", "open"), ("beta", "sell", "60200", "open"),
-            ("beta", "buy", "60100", "close"), ("alpha", "sell", "60090", "close")]
-    for i, (venue, side, price, action) in enumerate(legs):
-        f = FillEvent(venue=venue, symbol="BTC-USDT", client_order_id=f"c{i}",
-                      venue_trade_id=str(i), side=side, quantity=Decimal("0.01"),  # type: ignore[arg-type]
-                      price=Decimal(price), fee=Decimal("0.5"), fee_asset="USDT", ts=i,
-                      intent_id=f"T9:{action}", trade_id="T9")
-        for _ in range(2):  # a re-publish is dropped by JetStream / SeenIds
-            await md.publish(md.subjects.fill(venue, "BTC-USDT"), f, f"fill:{venue}:{i}")
+    await publish_round_trip(md, "T9", "BTC-USDT", ("60000", "60200", "60100", "60090"))
     # proceeds 602 + 600.9 - costs 600 + 601 - fees 2 = -0.1
     await wait_for(lambda: svc.guard.realized.get("BTC-USDT") == Decimal("-0.1"),
                    what="realized pnl")
@@ -172,3 +179,30 @@ async def test_a_risk_block_publishes_a_risk_event(
     assert metric("arb_strategy_risk_blocks_total", symbol="BTC-USDT",
                   kind="daily_loss_limit") >= 1
     assert svc.engine.open_trades() == {}
+
+
+async def test_won_round_trips_and_the_risk_limits_are_metrics(
+        md_bus: Bus, snapshots: SnapshotResponder, nats_url: str, bus_prefix: str) -> None:
+    await open_gate(md_bus)
+    svc = await new_strategy(nats_url, bus_prefix, daily_loss_limit=Decimal("250"),
+                             max_exposure={"ETH-USDT": Decimal("2000")})
+    try:
+        assert metric("arb_strategy_daily_loss_limit") == 250
+        assert metric("arb_strategy_exposure_limit", symbol="ETH-USDT") == 2000
+        assert metric("arb_strategy_exposure_limit", symbol="BTC-USDT") == 100000  # default
+        # Before any trade both counters exist: a winrate of 0/0, not a missing series.
+        for name in ("arb_strategy_trades_completed_total", "arb_strategy_trades_won_total"):
+            assert REGISTRY.get_sample_value(name, {"symbol": "ETH-USDT"}) is not None
+        closed = metric("arb_strategy_trades_completed_total", symbol="ETH-USDT")
+        won = metric("arb_strategy_trades_won_total", symbol="ETH-USDT")
+        # +0.49 - fees 0.04 (won), then -0.19 - 0.04 (lost)
+        await publish_round_trip(md_bus, "W1", "ETH-USDT", ("3000", "3030", "3001", "3020"),
+                                 fee="0.01")
+        await publish_round_trip(md_bus, "L1", "ETH-USDT", ("3000", "3001", "3010", "2990"),
+                                 fee="0.01")
+        await wait_for(lambda: metric("arb_strategy_trades_completed_total", symbol="ETH-USDT")
+                       == closed + 2, what="two round trips closed")
+        assert svc.guard.realized["ETH-USDT"] == Decimal("0.45") + Decimal("-0.23")
+        assert metric("arb_strategy_trades_won_total", symbol="ETH-USDT") == won + 1
+    finally:
+        await svc.bus.close()

@@ -53,7 +53,9 @@ from .metrics import (
     RESTORED,
     SPREAD,
     TRADES,
+    TRADES_WON,
     TRADING_ENABLED,
+    export_limits,
 )
 from .pnl import PnlTracker, TradeResult
 from .publish import Decider
@@ -93,6 +95,7 @@ class StrategyService:
             exposure_caps=settings.max_exposure,
             default_exposure_cap=settings.max_exposure_default,
         )
+        export_limits(self.guard, settings.symbol_list)
         cfg = EngineConfig(
             order_qty={s: settings.order_qty[s] for s in settings.symbol_list},
             session=settings.session,
@@ -302,6 +305,8 @@ class StrategyService:
         if self.hot is not None:
             self.hot.mark(DAILY)
         TRADES.labels(result.symbol).inc()
+        if result.pnl > 0:
+            TRADES_WON.labels(result.symbol).inc()
         logger.info("trade complete trade_id=%s symbol=%s pnl=%s qty=%s", result.trade_id,
                     result.symbol, result.pnl, result.quantity)
         self.saver.trigger("trade_closed")

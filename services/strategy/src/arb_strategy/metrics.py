@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from .risk_guard import RiskGuard
 
 SPREAD = Gauge("arb_strategy_spread_bps", "Best executable net spread (bps)", ["symbol"])
 INTENTS = Counter("arb_strategy_intents_total", "Intents published", ["symbol", "action"])
@@ -20,6 +24,15 @@ EXPOSURE = Gauge("arb_strategy_exposure", "Inventory exposure notional (quote)",
 DAILY_LOSS = Gauge("arb_strategy_daily_loss", "Realized loss of the current UTC day (quote)")
 DAILY_PNL = Gauge("arb_strategy_daily_pnl", "Realized PnL of the current UTC day (quote)")
 TRADES = Counter("arb_strategy_trades_completed_total", "Round trips fully filled", ["symbol"])
+# Winrate = won / completed (a zero-PnL round trip is neither won nor lost, as in the stats).
+TRADES_WON = Counter("arb_strategy_trades_won_total", "Round trips closed with PnL > 0",
+                     ["symbol"])
+# The RiskGuard's configured limits, so dashboards and alerts divide by the real ones.
+DAILY_LOSS_LIMIT = Gauge("arb_strategy_daily_loss_limit",
+                         "RiskGuard daily realized-loss limit (quote, ARB_DAILY_LOSS_LIMIT)")
+EXPOSURE_LIMIT = Gauge("arb_strategy_exposure_limit",
+                       "RiskGuard exposure cap per symbol (quote notional, ARB_MAX_EXPOSURE*)",
+                       ["symbol"])
 BAD_MESSAGES = Counter(
     "arb_strategy_bad_messages_total", "Bus messages of an unexpected type or content", ["kind"]
 )
@@ -46,3 +59,12 @@ REPLAYED = Counter("arb_strategy_replayed_events_total", "EXEC events applied wh
 EXEC_SEQ = Gauge("arb_strategy_exec_seq", "Last EXEC stream sequence applied")
 RESTORED = Gauge("arb_strategy_restored", "1 once state is restored and the strategy is live")
 REDIS_ERRORS = Counter("arb_strategy_redis_errors_total", "Redis hot-state writes that failed")
+
+
+def export_limits(guard: RiskGuard, symbols: Iterable[str]) -> None:
+    """Limits as gauges; the per-symbol series of ``symbols`` exist from the start (0 trades)."""
+    DAILY_LOSS_LIMIT.set(float(guard.daily_loss_limit))
+    for symbol in symbols:
+        EXPOSURE_LIMIT.labels(symbol).set(float(guard.cap(symbol)))
+        TRADES.labels(symbol)
+        TRADES_WON.labels(symbol)
