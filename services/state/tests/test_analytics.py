@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, insert, select
+from prometheus_client import REGISTRY
+from sqlalchemy import create_engine, func, insert, select
 from sqlalchemy.engine import Engine
 from state_helpers import T0, event, fill
 
@@ -23,6 +24,7 @@ from arb_common.testing import connected_bus, wait_until
 from arb_state.analytics import (
     derive_slippage,
     equity_loop,
+    export_equity,
     ingest_intents,
     intent_batch_handler,
     record_equity,
@@ -50,6 +52,10 @@ def leg(n: int, side: str, px: str, *, trade: str = "T1", venue: str = "alpha",
         qty: str = "2", ts: int = T0) -> Any:  # fmt: skip
     return fill(f"{trade}-{n}", side, qty, px, venue=venue, coid=f"{trade}{n}",
                 intent_id=f"{trade}:open", trade_id=trade, ts=ts)
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def _count(engine: Engine, model: Any) -> int:
@@ -135,6 +141,29 @@ def test_slippage_signs_positive_when_worse_for_buys_and_sells(engine: Engine) -
         "T1-3": (Decimal(125), Decimal(40), Decimal(1)),
         "T1-4": (Decimal(125), Decimal(-20), Decimal("-0.5")),
     }
+
+
+def test_hedge_fills_are_left_out_and_leg_slippage_is_observed_in_bps(engine: Engine) -> None:
+    def buckets() -> tuple[float, float, float]:  # count, <= 2 bps, <= 5 bps
+        return (metric("arb_state_slippage_bps_count", venue="alpha", symbol=BTC),
+                metric("arb_state_slippage_bps_bucket", venue="alpha", symbol=BTC, le="2.0"),
+                metric("arb_state_slippage_bps_bucket", venue="alpha", symbol=BTC, le="5.0"))
+
+    count, within2, within5 = buckets()
+    ingest_intents(engine, [event(intent("T1", buy="100", sell="125"))])
+    # The buy leg (client order id "a...") paid 100.05: +5 bps. The sell leg on beta never
+    # filled, so the executor sold the bought 2 back on alpha with a hedge order ("h...")
+    # at 99: not a slippage of the intent's sell price 125 (that would read +792 bps).
+    ingest_batch(engine, [event(f) for f in (
+        fill("T1-1", "buy", "2", "100.05", coid="a" + "1" * 30, intent_id="T1:open",
+             trade_id="T1"),
+        fill("T1-2", "sell", "2", "99", coid="h" + "2" * 30, intent_id="T1:open",
+             trade_id="T1"),
+    )])  # fmt: skip
+    assert derive_slippage(engine) == 1
+    assert set(_slippage(engine)) == {"T1-1"}
+    assert derive_slippage(engine) == 0  # the hedge fill is not waiting for anything
+    assert buckets() == (count + 1, within2, within5 + 1)  # one leg, in the (2, 5] bucket
 
 
 def test_slippage_derivation_is_idempotent_bounded_and_waits_for_the_intent(
@@ -226,6 +255,12 @@ def test_record_equity_writes_one_row_per_running_session_of_the_mode(engine: En
                    "s2": (Decimal(0), Decimal(0), Decimal(0))}  # fmt: skip
     assert points[0].hot_fields() == {"equity": "14.5", "realized": "9.5", "unrealized": "5",
                                       "ts": str(1_704_067_200 * S)}  # fmt: skip
+    assert points[0].unrealized_by_symbol == {BTC: Decimal(5)}
+    export_equity(points, "s1")  # the state service's own session: its gauges
+    assert metric("arb_state_equity") == 14.5
+    assert metric("arb_state_unrealized_pnl", symbol=BTC) == 5
+    export_equity(points, "s2")
+    assert metric("arb_state_equity") == 0 and metric("arb_state_unrealized_pnl", symbol=BTC) == 0
     record_equity(engine, marks, "paper", now=now)
     with engine.connect() as conn:
         sessions = conn.execute(select(EquityHistory.session)).scalars().all()
@@ -283,6 +318,24 @@ async def test_periodic_jobs_derive_slippage_and_record_equity_until_stopped(
     stopping.set()
     await asyncio.wait_for(asyncio.gather(*jobs), timeout=5)
     assert set(seen) == {"s1"} and _count(engine, EquityHistory) == len(seen)
+
+
+async def test_a_failed_job_run_is_counted_by_task_and_the_job_goes_on() -> None:
+    down = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none",
+                         connect_args={"connect_timeout": 1})
+    before = {t: metric("arb_state_analytics_errors_total", task=t) for t in ("slippage",
+                                                                             "equity")}
+    stopping = asyncio.Event()
+    jobs = [asyncio.create_task(slippage_loop(lambda: down, stopping, 0.05)),
+            asyncio.create_task(equity_loop(lambda: down, None, "paper", stopping, 0.05))]
+    try:
+        await wait_until(lambda: all(metric("arb_state_analytics_errors_total", task=t)
+                                     >= n + 2 for t, n in before.items()),
+                         what="two failed runs of each job counted")  # fmt: skip
+    finally:
+        stopping.set()
+        await asyncio.wait_for(asyncio.gather(*jobs), timeout=5)
+        down.dispose()
 
 
 # ------------------------------------------------------------------ marks

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from sqlalchemy import create_engine
 from state_helpers import fill, order
 
 from arb_common.bus import Bus
+from arb_common.messages import Book
 from arb_common.runtime import ServiceRuntime
 from arb_state.app import DB_ERRORS, StateService
 from arb_state.config import StateSettings
@@ -39,7 +41,7 @@ async def running(  # type: ignore[no-untyped-def]
 ) -> AsyncIterator[tuple[StateService, httpx.AsyncClient, Bus]]:  # fmt: skip
     settings = StateSettings(
         database_url=ledger_url, redis_url=redis_url, nats_url=nats_url, bus_prefix=bus_prefix,
-        session="s1", mode="paper", redis_check_s=0.2, pg_check_s=0.2,
+        session="s1", mode="paper", redis_check_s=0.2, pg_check_s=0.2, equity_interval_s=0.2,
     )  # fmt: skip
     rt = ServiceRuntime("state", settings)
     svc = StateService(rt)
@@ -111,6 +113,20 @@ async def test_published_events_reach_ledger_api_and_redis_exactly_once(
     assert 'arb_state_events_ingested_total{kind="fill"}' in metrics
     assert "arb_state_fills_duplicate_total" in metrics
     assert 'arb_state_positions{symbol="BTC-USDT",venue="alpha"} 1.0' in metrics
+
+    # Equity = realized (fees: -0.1 - 0.11) + unrealized at the book mids (105 on both
+    # venues: long 1 @ 100 +5, short 1 @ 110 +5).
+    for venue in ("alpha", "beta"):
+        book = Book(venue=venue, symbol="BTC-USDT", seq=1, bids=[(Decimal(104), Decimal(1))],
+                    asks=[(Decimal(106), Decimal(1))])
+        await pub.publish_fast(s.book(venue, "BTC-USDT"), book, f"book:{venue}:1")
+
+    async def equity_exported() -> bool:
+        text = (await client.get("/metrics")).text
+        return ('arb_state_unrealized_pnl{symbol="BTC-USDT"} 10.0' in text
+                and "\narb_state_equity 9.79\n" in text)
+
+    await eventually(equity_exported)
 
 
 async def test_ledger_outage_naks_then_catches_up_without_loss_or_duplicates(

@@ -8,8 +8,12 @@
   ``buy_price`` for a buy fill, ``sell_price`` for a sell fill; ``slippage_bps`` and
   ``slippage_quote`` are positive when the fill is worse than expected (a buy paid more, a
   sell got less). A fill whose intent has not arrived yet is picked up by a later run.
+  Hedge fills (client order id ``h...``, ``OrderEvent.role == "hedge"``) are left out: a hedge
+  evens out uneven legs at whatever the market then offers, not at the intent's price. Each
+  derived row is observed in ``arb_state_slippage_bps{venue,symbol}``.
 - :func:`record_equity`: one ``equity_history`` row per running session of a mode,
-  realized from ``positions.realized_pnl``, unrealized from marks (:mod:`arb_state.marks`).
+  realized from ``positions.realized_pnl``, unrealized from marks (:mod:`arb_state.marks`);
+  :func:`export_equity` sets ``arb_state_equity`` / ``arb_state_unrealized_pnl{symbol}``.
 - :func:`slippage_loop` / :func:`equity_loop`: the periodic jobs as the service runs them
   (a failed run is counted, logged and retried at the next tick; PostgreSQL being down never
   stops them).
@@ -19,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import and_, case, exists, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
@@ -50,8 +54,21 @@ logger = logging.getLogger(__name__)
 INTENTS = Counter("arb_state_intents_ingested_total", "Intents newly written to the ledger")
 SLIPPAGE_ROWS = Counter("arb_state_slippage_rows_total", "slippage_analysis rows derived")
 EQUITY_ROWS = Counter("arb_state_equity_rows_total", "equity_history rows written")
+# ``task``, not ``job``: Prometheus' target label ``job`` would overwrite it on scrape.
 JOB_ERRORS = Counter("arb_state_analytics_errors_total", "Analytics job runs that failed",
-                     ["job"])  # fmt: skip
+                     ["task"])  # fmt: skip
+# Negative buckets (better than expected): prometheus-client then exports no ``_sum``.
+SLIPPAGE_BPS = Histogram(
+    "arb_state_slippage_bps", "Leg fill price vs its intent's expected price (bps, > 0 = worse)",
+    ["venue", "symbol"], buckets=(-50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50, 100),
+)  # fmt: skip
+EQUITY = Gauge("arb_state_equity",
+               "Equity: realized + unrealized PnL, quote asset (own mode+session)")
+UNREALIZED = Gauge("arb_state_unrealized_pnl",
+                   "Unrealized PnL of open positions at their marks, quote (own mode+session)",
+                   ["symbol"])  # fmt: skip
+# Client order ids of hedge orders start with this (arb_executor.legs.client_order_id).
+HEDGE_COID_PREFIX = "h"
 
 EngineGetter = Callable[[], Engine | None]
 
@@ -120,7 +137,8 @@ def derive_slippage(engine: Engine, *, limit: int = 1000, since: datetime | None
     done = exists().where(
         sa.mode == f.mode, sa.venue == f.venue, sa.venue_trade_id == f.venue_trade_id
     )
-    conds = [f.intent_id != "", expected > 0, ~done]
+    conds = [f.intent_id != "", expected > 0, ~done,
+             ~f.client_order_id.startswith(HEDGE_COID_PREFIX)]
     if since is not None:
         conds.append(f.ts >= since)
     src = (
@@ -138,10 +156,13 @@ def derive_slippage(engine: Engine, *, limit: int = 1000, since: datetime | None
     stmt = (
         pg_insert(sa).from_select(cols, src)
         .on_conflict_do_nothing(index_elements=[sa.mode, sa.venue, sa.venue_trade_id])
-        .returning(sa.id)
+        .returning(sa.venue, sa.symbol, sa.slippage_bps)
     )  # fmt: skip
     with engine.begin() as conn:
-        return len(conn.execute(stmt).all())
+        rows = conn.execute(stmt).all()
+    for venue, symbol, bps in rows:  # committed
+        SLIPPAGE_BPS.labels(venue, symbol).observe(float(bps))
+    return len(rows)
 
 
 # ------------------------------------------------------------------ equity
@@ -154,6 +175,8 @@ class EquityPoint:
     ts: datetime
     realized: Decimal
     unrealized: Decimal
+    # symbol -> unrealized PnL of the session's positions in it (0 once flat)
+    unrealized_by_symbol: Mapping[str, Decimal] = field(default_factory=dict)
 
     @property
     def equity(self) -> Decimal:
@@ -185,18 +208,41 @@ def record_equity(
         open_keys = {(r.venue, r.symbol) for r in rows if r.quantity != 0}
         resolved = resolve_marks(conn, open_keys, marks, [Fill.mode == mode])
         realized = dict.fromkeys(sessions, ZERO)
-        unreal = dict.fromkeys(sessions, ZERO)
+        unreal: dict[str, dict[str, Decimal]] = {sid: {} for sid in sessions}
         for r in rows:
             realized[r.session] += r.realized_pnl
             mark = resolved.get((r.venue, r.symbol))
-            unreal[r.session] += unrealized(r.quantity, r.avg_price, mark)
-        points = [EquityPoint(mode, sid, ts, realized[sid], unreal[sid]) for sid in sessions]
+            per = unreal[r.session]
+            per[r.symbol] = per.get(r.symbol, ZERO) + unrealized(r.quantity, r.avg_price, mark)
+        points = [EquityPoint(mode, sid, ts, realized[sid], sum(unreal[sid].values(), ZERO),
+                              unreal[sid]) for sid in sessions]
         conn.execute(insert(EquityHistory), [
             {"mode": pt.mode, "session": pt.session, "ts": pt.ts, "equity": pt.equity,
              "realized": pt.realized, "unrealized": pt.unrealized}
             for pt in points
         ])  # fmt: skip
     return points
+
+
+def export_equity(points: Iterable[EquityPoint], session: str) -> None:
+    """The gauges of ``session`` (the service's own; the mode is the run's)."""
+    for pt in points:
+        if pt.session == session:
+            EQUITY.set(float(pt.equity))
+            for symbol, value in pt.unrealized_by_symbol.items():
+                UNREALIZED.labels(symbol).set(float(value))
+
+
+def init_series(venues: Iterable[str], symbols: Iterable[str]) -> None:
+    """Create the labelled series of the configured venues and symbols at start (empty
+    histograms, 0 unrealized), so they are on /metrics before the first fill."""
+    venues = list(venues)
+    for symbol in symbols:
+        UNREALIZED.labels(symbol)
+        for venue in venues:
+            SLIPPAGE_BPS.labels(venue, symbol)
+    for task in ("slippage", "equity"):
+        JOB_ERRORS.labels(task)
 
 
 # ------------------------------------------------------------------ periodic jobs
@@ -258,7 +304,9 @@ __all__ = [
     "EquityPoint",
     "derive_slippage",
     "equity_loop",
+    "export_equity",
     "ingest_intents",
+    "init_series",
     "intent_batch_handler",
     "record_equity",
     "slippage_loop",

@@ -30,7 +30,14 @@ from arb_common.runtime import ServiceRuntime, connect_bus
 from arb_common.settings import load_settings
 
 from . import api
-from .analytics import EquityPoint, equity_loop, intent_batch_handler, slippage_loop
+from .analytics import (
+    EquityPoint,
+    equity_loop,
+    export_equity,
+    init_series,
+    intent_batch_handler,
+    slippage_loop,
+)
 from .config import StateSettings
 from .hot import HotState
 from .ingest import IngestEvent, IngestResult, LedgerWriter, PositionUpdate, ingest_batch
@@ -79,6 +86,7 @@ class StateService:
         self.bus: Bus | None = None
         self.snapshots: SnapshotStore | None = None
         self.marks = Marks()  # latest mids from md.book (unrealized PnL, equity)
+        init_series(self.settings.venue_list, self.settings.symbol_list)
         api.register(rt.app, lambda: self.engine, self.settings, marks=self.marks)
         rt.info_extra["ledger_head"] = lambda: _head()
 
@@ -261,6 +269,7 @@ class StateService:
         self._update_gauges()
 
     async def _write_equity(self, points: list[EquityPoint]) -> None:
+        export_equity(points, self.settings.session)
         if self.hot is not None:
             await self.hot.write_equity(points)
 
