@@ -8,14 +8,16 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from arb_common.bus import Bus
+from arb_common.errors import UnknownOutcome
 from arb_common.messages import FillEvent, Intent, OrderEvent, VenueReady, decode
 from arb_executor.arbitrage import IntentExecutor
 from arb_executor.gate import Gate
 from arb_executor.legs import client_order_id
 from arb_executor.testing import venue_clients
-from arb_executor.venue_client import VenueClient
+from arb_executor.venue_client import OrderRejected, VenueClient
 from arb_venue_sim.testing import RunningSim as SimHandle
 
 from .conftest import stream_messages
@@ -142,3 +144,31 @@ async def test_partially_filled_leg_is_hedged_to_even(
     bought = sum((f.quantity for f in fills if f.side == "buy"), D(0))
     sold = sum((f.quantity for f in fills if f.side == "sell"), D(0))
     assert bought == sold and [o for o in orders if o.role == "hedge"]
+
+
+def acks(venue: str, le: str = "+Inf") -> float:
+    """Answers observed in arb_executor_order_ack_seconds within ``le`` seconds."""
+    labels = {"venue": venue, "le": le}
+    return REGISTRY.get_sample_value("arb_executor_order_ack_seconds_bucket", labels) or 0.0
+
+
+async def test_order_ack_latency_is_observed_once_per_venue_answer(
+        venue_sim: SimHandle, clients: dict[str, VenueClient]) -> None:
+    alpha, qty = clients["alpha"], D("0.001")
+    before, beta = acks("alpha"), acks("beta")
+    await alpha.submit("BTC-USDT", "buy", qty, client_order_id("K1:open", "buy"))
+    assert (acks("alpha"), acks("beta")) == (before + 1, beta)
+    venue_sim.fault("alpha", "order_latency_ms", 300, duration_s=10)
+    within = acks("alpha", "0.25")
+    await alpha.submit("BTC-USDT", "buy", qty, client_order_id("K2:open", "buy"))
+    assert acks("alpha") == before + 2 and acks("alpha", "0.25") == within  # answered late
+    venue_sim.clear_faults("alpha")
+    venue_sim.fault("alpha", "lose_order_responses", 1.0, duration_s=10)
+    with pytest.raises(UnknownOutcome):  # no answer: nothing to time
+        await alpha.submit("BTC-USDT", "buy", qty, client_order_id("K3:open", "buy"))
+    assert acks("alpha") == before + 2
+    venue_sim.clear_faults("alpha")
+    venue_sim.fault("alpha", "reject_orders", 1.0, duration_s=10)
+    with pytest.raises(OrderRejected):  # a refusal is an answer
+        await alpha.submit("BTC-USDT", "buy", qty, client_order_id("K4:open", "buy"))
+    assert acks("alpha") == before + 3

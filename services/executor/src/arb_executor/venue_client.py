@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import ccxt.async_support as ccxt_async
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from arb_common.errors import ArbError, RateLimited, TemporaryError, UnknownOutcome
 from arb_common.messages import OrderStatus, Side
@@ -189,6 +190,11 @@ RATE_LIMIT_RETRIES = 3
 RATE_LIMIT_MAX_WAIT_S = 2.0
 RATE_LIMITED = Counter("arb_executor_rate_limited_total",
                        "Venue answers asking us to slow down (429/418), retried", ["venue"])
+ORDER_ACK = Histogram(
+    "arb_executor_order_ack_seconds",
+    "Order request sent to the venue's answer: an order or a refusal (each attempt)",
+    ["venue"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)  # fmt: skip
 
 
 class _NotFound(Exception):
@@ -297,6 +303,7 @@ class VenueClient:
         self._rules: dict[str, MarketRules] = {}
         self._market_ids: dict[str, str] = {}  # BTC-USDT -> BTCUSDT (the venue's own id)
         self.markets_loaded = False
+        self._ack = ORDER_ACK.labels(self.venue)
 
     async def load_markets(self) -> None:
         markets = await self.ex.load_markets()
@@ -338,13 +345,27 @@ class VenueClient:
         params = {"symbol": market_id, "side": side.upper(), "type": "MARKET",
                   "quantity": to_str(quantity), "newClientOrderId": coid,
                   "newOrderRespType": "FULL"}
-        raw = await self._paced(lambda: self.ex.private_post_order(params))
+        raw = await self._paced(lambda: self._timed_post(params))
         if not isinstance(raw, dict):
             raise UnknownOutcome(f"malformed order response: {str(raw)[:200]}")
         return parse_order({"info": raw, "id": raw.get("orderId"),
                             "clientOrderId": raw.get("clientOrderId"),
                             "timestamp": raw.get("transactTime"), "side": raw.get("side")},
                            symbol)
+
+    async def _timed_post(self, params: dict[str, str]) -> Any:
+        """``POST /api/v3/order``, its round trip observed in ``arb_executor_order_ack_seconds``
+        when the venue answered it: with the order, or refusing it (``ExchangeError``: 4xx
+        with the venue's code). Not on a timeout, a lost connection, a 5xx or a 429 (ccxt's
+        ``OperationFailed``: no answer to the order, or one asking to come back later)."""
+        started = time.perf_counter()
+        try:
+            raw = await self.ex.private_post_order(params)
+        except ccxt_async.ExchangeError:
+            self._ack.observe(time.perf_counter() - started)
+            raise
+        self._ack.observe(time.perf_counter() - started)
+        return raw
 
     async def query(self, symbol: str, coid: str) -> VenueOrder | None:
         """The order with this client order id, with its fills; None if the venue has none."""
