@@ -9,10 +9,12 @@ from typing import Any
 
 import nats.errors
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from arb_common.bus import Bus
+from arb_common.clock import ManualClock
 from arb_common.ledger import Balance, DiscrepancyRow, Order, ReconRun
 from arb_common.messages import FillEvent, OrderEvent, ReconReport, VenueReady, decode
 from arb_executor.legs import client_order_id
@@ -121,6 +123,26 @@ async def test_unreachable_venue_fails_the_run_and_records_it(bus: Bus, ledger_u
     with Session(ledger.engine) as s:
         run = s.scalars(select(ReconRun)).one()
         assert not run.ok and "venue down" in run.error
+    ledger.close()
+
+
+async def test_the_last_run_time_per_venue_and_result_is_exported(
+        bus: Bus, ledger_url: str) -> None:
+    def last(result: str) -> float | None:
+        return REGISTRY.get_sample_value("arb_reconciler_last_run_timestamp_seconds",
+                                         {"venue": "gamma", "result": result})
+
+    clock = ManualClock(1_800_000_000 * 1_000_000_000)
+    venue = FakeVenue()
+    ledger = Ledger(ledger_url, "live")
+    rec = Reconciler(bus, ledger, {"gamma": venue}, clock=clock)
+    await rec.run("gamma", "run-ok")
+    assert (last("ok"), last("failed")) == (1_800_000_000, None)
+    clock.advance(600)  # ten minutes later the venue is down: the last good run stays put
+    venue.fail = ConnectionRefusedError("venue down")
+    with pytest.raises(ReconFailed):
+        await rec.run("gamma", "run-failed")
+    assert (last("ok"), last("failed")) == (1_800_000_000, 1_800_000_600)
     ledger.close()
 
 

@@ -59,6 +59,8 @@ RUN_SECONDS = Histogram("arb_reconciler_run_seconds", "Duration of one recon run
 DISCREPANCIES = Counter("arb_reconciler_discrepancies_total", "Differences found",
                         ["venue", "kind"])
 RUNS = Counter("arb_reconciler_runs_total", "Recon runs", ["venue", "result"])
+LAST_RUN = Gauge("arb_reconciler_last_run_timestamp_seconds",
+                 "Unix time the venue's last recon run of this result ended", ["venue", "result"])
 INFLIGHT_STATUSES = frozenset({"NEW", "SUBMITTED", "UNKNOWN"})
 INFLIGHT = Gauge("arb_reconciler_inflight_orders", "Ledger orders in flight (NEW, SUBMITTED, "
                  "UNKNOWN)", ["venue"])
@@ -312,7 +314,9 @@ class Reconciler:
 
     async def _finish(self, run: RunResult) -> None:
         RUN_SECONDS.labels(run.venue).observe(run.duration_ms / 1000)
-        RUNS.labels(run.venue, "ok" if run.ok else "failed").inc()
+        result = "ok" if run.ok else "failed"
+        RUNS.labels(run.venue, result).inc()
+        LAST_RUN.labels(run.venue, result).set(self.clock.now_ns() / 1e9)
         for d in run.discrepancies:
             DISCREPANCIES.labels(run.venue, d.kind).inc()
         if not run.ok:
