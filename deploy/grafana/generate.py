@@ -272,6 +272,8 @@ def overview() -> Dashboard:
                     q("increase(arb_state_redis_errors_total[5m])", "redis (state)"),
                     q("increase(arb_strategy_redis_errors_total[5m])", "redis (strategy)"),
                     q("increase(arb_state_events_rejected_total[5m])", "events refused (state)"),
+                    q("sum by (task) (increase(arb_state_analytics_errors_total[5m]))",
+                      "analytics {{task}} (state)"),
                 ), decimals=0),
                 Panel("Snapshots (1 h)", (
                     q("sum by (result) (increase(arb_state_snapshot_saves_total[1h]))",
@@ -304,21 +306,30 @@ def trading() -> Dashboard:
                 Panel("Daily PnL (UTC day)", (q("arb_strategy_daily_pnl", "daily"),),
                       kind="stat", unit="none", decimals=2, width=6, height=5,
                       thresholds=((None, "red"), (0, "green"))),
-                Panel("Daily loss limit used", (q("arb_strategy_daily_loss / 100", "used"),),
+                Panel("Daily loss limit used",
+                      (q("arb_strategy_daily_loss / arb_strategy_daily_loss_limit", "used"),),
                       kind="stat", unit="percentunit", width=6, height=5,
                       thresholds=((None, "green"), (0.5, "orange"), (0.8, "red")),
-                      description="arb_strategy_daily_loss over ARB_DAILY_LOSS_LIMIT (100)."),
+                      description="Realized loss of the UTC day over the RiskGuard's limit "
+                                  "(ARB_DAILY_LOSS_LIMIT, arb_strategy_daily_loss_limit); at "
+                                  "100% no new entry opens until the next UTC day."),
                 Panel("Trading", (q("arb_strategy_trading_enabled", "new entries"),),
                       kind="stat", width=6, height=5,
                       mappings=(("0", "OFF", "orange"), ("1", "ON", "green")),
                       thresholds=((None, "orange"), (1, "green"))),
-                Panel("Equity (realized, ledger)",
-                      (q("sum(arb_state_realized_pnl)", "realized"),), unit="none", width=12,
-                      description="Realized PnL of this mode and session from the ledger."),
-                Panel("Drawdown from the 24 h high",
-                      (q("max_over_time(sum(arb_state_realized_pnl)[1d:1m]) - "
-                         "sum(arb_state_realized_pnl)", "drawdown"),), unit="none", width=12,
-                      thresholds=((None, "green"), (50, "red"))),
+                Panel("Equity (realized + unrealized, ledger)", (
+                    q("sum(arb_state_equity)", "equity"),
+                    q("sum(arb_state_realized_pnl)", "realized"),
+                    q("sum(arb_state_unrealized_pnl)", "unrealized"),
+                ), unit="none", width=12,
+                      description="PnL of this mode and session: realized from the ledger's "
+                                  "positions, unrealized = open positions at the book mid (else "
+                                  "the last fill price); written with each equity_history row."),
+                Panel("Equity drawdown from the 24 h high",
+                      (q("max_over_time(sum(arb_state_equity)[1d:1m]) - sum(arb_state_equity)",
+                         "drawdown"),), unit="none", width=12,
+                      thresholds=((None, "green"), (50, "red")),
+                      description="DrawdownHigh fires above 50 (quote)."),
             )),
             Row("Per symbol", (
                 Panel("Realized PnL", (q(f"arb_strategy_realized_pnl{{{sym}}}", "{{symbol}}"),),
@@ -326,19 +337,31 @@ def trading() -> Dashboard:
                 Panel("Round trips (1 h)",
                       (q(f"increase(arb_strategy_trades_completed_total{{{sym}}}[1h])",
                          "{{symbol}}"),), kind="bargauge", decimals=0),
+                Panel("Winrate (24 h)",
+                      (q(f"sum by (symbol) (increase(arb_strategy_trades_won_total{{{sym}}}[1d]))"
+                         f" / sum by (symbol) (increase(arb_strategy_trades_completed_total"
+                         f"{{{sym}}}[1d]))", "{{symbol}}"),),
+                      kind="bargauge", unit="percentunit", min=0, max=1,
+                      thresholds=((None, "red"), (0.4, "orange"), (0.5, "green")),
+                      description="Round trips closed with PnL > 0 over round trips closed."),
                 Panel("PnL per round trip",
                       (q(f"arb_strategy_realized_pnl{{{sym}}} / "
                          f"arb_strategy_trades_completed_total{{{sym}}}", "{{symbol}}"),),
                       kind="bargauge", unit="none", decimals=4,
-                      description="Average realized PnL per completed round trip "
-                                  "(winrate: see the state API /api/summary)."),
+                      description="Average realized PnL per completed round trip (since the "
+                                  "strategy started)."),
+                Panel("Unrealized PnL (ledger)",
+                      (q(f"arb_state_unrealized_pnl{{{sym}}}", "{{symbol}}"),), unit="none",
+                      description="Open positions at their marks (book mid, else last fill)."),
                 Panel("Exposure", (q(f"arb_strategy_exposure{{{sym}}}", "{{symbol}}"),),
                       unit="none"),
                 Panel("Exposure cap used",
-                      (q(f"abs(arb_strategy_exposure{{{sym}}}) / 5000", "{{symbol}}"),),
+                      (q(f"abs(arb_strategy_exposure{{{sym}}}) / "
+                         f"arb_strategy_exposure_limit{{{sym}}}", "{{symbol}}"),),
                       kind="bargauge", unit="percentunit", min=0, max=1,
                       thresholds=((None, "green"), (0.7, "orange"), (0.9, "red")),
-                      description="Over ARB_MAX_EXPOSURE_DEFAULT (5000)."),
+                      description="Over the symbol's cap (ARB_MAX_EXPOSURE, else "
+                                  "ARB_MAX_EXPOSURE_DEFAULT: arb_strategy_exposure_limit)."),
                 Panel("Risk blocks (5 m)",
                       (q(f"sum by (symbol, kind) "
                          f"(increase(arb_strategy_risk_blocks_total{{{sym}}}[5m]))",
@@ -447,10 +470,20 @@ def execution() -> Dashboard:
                       "(rate(arb_executor_intent_to_ack_seconds_bucket[5m])))", "p90"),
                     q("histogram_quantile(0.99, sum by (le) "
                       "(rate(arb_executor_intent_to_ack_seconds_bucket[5m])))", "p99"),
-                ), unit="s", width=12),
+                ), unit="s"),
+                Panel("Order ack latency by venue", (
+                    q(f"histogram_quantile(0.5, sum by (venue, le) "
+                      f"(rate(arb_executor_order_ack_seconds_bucket{{{ven}}}[5m])))",
+                      "p50 {{venue}}"),
+                    q(f"histogram_quantile(0.99, sum by (venue, le) "
+                      f"(rate(arb_executor_order_ack_seconds_bucket{{{ven}}}[5m])))",
+                      "p99 {{venue}}"),
+                ), unit="s",
+                      description="Order request sent to the venue's answer (the order, or a "
+                                  "refusal); timeouts and lost answers are unknown outcomes."),
                 Panel("Intent -> ack latency distribution",
                       (q("sum by (le) (increase(arb_executor_intent_to_ack_seconds_bucket[5m]))",
-                         "{{le}}"),), kind="bargauge", decimals=0, width=12,
+                         "{{le}}"),), kind="bargauge", decimals=0,
                       description="Intents per latency bucket (cumulative, le = upper bound)."),
             )),
             Row("Orders and fills", (
@@ -514,12 +547,19 @@ def execution() -> Dashboard:
                       decimals=0),
                 Panel("Gate", (q(f"arb_executor_gate_open{{{ven}}}", "{{venue}}"),), kind="stat",
                       mappings=OPEN, thresholds=((None, "red"), (1, "green")), height=5),
+                Panel("Slippage: realized vs expected (bps)", (
+                    q(f"histogram_quantile(0.5, sum by (venue, le) "
+                      f"(rate(arb_state_slippage_bps_bucket{{{ven}}}[15m])))", "p50 {{venue}}"),
+                    q(f"histogram_quantile(0.95, sum by (venue, le) "
+                      f"(rate(arb_state_slippage_bps_bucket{{{ven}}}[15m])))", "p95 {{venue}}"),
+                ), unit="none", width=12, thresholds=((None, "green"), (10, "red")),
+                      description="Leg fills against their intent's price, bps, > 0 = worse "
+                                  "(hedge fills left out). Per fill: state API /api/slippage."),
                 Panel("Slippage rows derived / min",
                       (q("rate(arb_state_slippage_rows_total[5m]) * 60", "rows"),), unit="none",
                       width=12,
-                      description="Fills joined with their intents' expected prices "
-                                  "(slippage_analysis). Expected vs realized per fill: "
-                                  "state API /api/slippage."),
+                      description="Leg fills joined with their intents' expected prices "
+                                  "(slippage_analysis)."),
                 Panel("Simulator orders and trades / min", (
                     q(f"sum by (venue, status) (rate(arb_venue_sim_orders_total{{{ven}}}[5m]))"
                       f" * 60", "orders {{venue}} {{status}}"),
@@ -543,11 +583,16 @@ def reconciliation() -> Dashboard:
             Row("Runs", (
                 Panel("Venue reconciled", (q(f"arb_reconciler_venue_ready{{{ven}}}",
                                              "{{venue}}"),), kind="stat", mappings=READY,
-                      thresholds=((None, "red"), (1, "green")), height=5, width=12),
+                      thresholds=((None, "red"), (1, "green")), height=5),
+                Panel("Since the last successful run",
+                      (q(f'time() - arb_reconciler_last_run_timestamp_seconds{{{ven}, '
+                         f'result="ok"}}', "{{venue}}"),), kind="stat", unit="s", height=5,
+                      thresholds=((None, "green"), (60, "orange"), (300, "red")),
+                      description="ReconciliationStale fires after 5 minutes."),
                 Panel("Runs (15 m)", (q(f"sum by (venue, result) "
                                         f"(increase(arb_reconciler_runs_total{{{ven}}}[15m]))",
                                         "{{venue}} {{result}}"),), kind="bargauge", decimals=0,
-                      height=5, width=12),
+                      height=5),
                 Panel("Run duration", (
                     q(f"histogram_quantile(0.5, sum by (venue, le) "
                       f"(rate(arb_reconciler_run_seconds_bucket{{{ven}}}[15m])))", "p50 {{venue}}"),
