@@ -31,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
+from .gctune import freeze_startup, install_pause_metric
 from .logs import setup_logging
 from .settings import CommonSettings, Profile
 
@@ -214,8 +215,12 @@ class ServiceRuntime:
         # Not ready until start() returned: the HTTP server is up before the service has
         # registered its own checks, and an empty check list would read as ready.
         self.readiness.set("started", False, "starting")
+        install_pause_metric()
         try:
             await start(self)
+            # What start() built lives as long as the process: out of the collector's way.
+            frozen = freeze_startup()
+            logger.info("gc: %d startup objects frozen", frozen)
             self.readiness.set("started", True)
         except Exception as exc:  # noqa: BLE001 - log one line and exit non-zero
             logger.critical("start failed service=%s error=%r", self.name, exc, exc_info=exc)
