@@ -27,7 +27,7 @@ from arb_common.messages import Book, Intent, OrderEvent
 from arb_common.money import D, quantize
 
 from .risk_guard import RiskGuard
-from .spread import Quote, best_quote, quote
+from .spread import Quote, best_bound_bps, best_quote, quote, top_bound_bps
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ class EngineConfig:
     max_hold_s: float = 120.0
     cooldown_s: float = 30.0
     book_stale_s: float = 2.0
+    # A book that cannot change the decision (the top-of-book bound misses the threshold)
+    # skips the depth walk; the best spread (a gauge) is still walked this often per symbol.
+    spread_sample_s: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class SymbolState:
     cooldown_until_ns: int = 0
     closing: OpenTrade | None = None  # the trade the last close intent was for (abort undoes)
     open_legs: dict[str, Decimal] = field(default_factory=dict)  # side -> filled (terminal)
+    spread_at_ns: int = 0  # when the best spread was last walked (for the gauge)
 
 
 @dataclass(frozen=True)
@@ -210,8 +214,24 @@ class Engine:
             st.cooldown_until_ns = 0
 
     # ------------------------------------------------------------ open
+    def _sampled_spread(self, symbol: str, st: SymbolState, fresh: dict[str, Book],
+                        now: int) -> Decision:
+        """No decision on this book; the best spread walked if the gauge is due."""
+        if now - st.spread_at_ns < self.cfg.spread_sample_s * NS:
+            return Decision()
+        best = best_quote(fresh, self.cfg.order_qty[symbol], self.fees)
+        if best is None:
+            return Decision()
+        st.spread_at_ns = now
+        return Decision(spread_bps=best.net_bps)
+
     def _maybe_open(self, symbol: str, st: SymbolState, fresh: dict[str, Book],
                     now: int) -> Decision:
+        bound = best_bound_bps(fresh, self.fees)
+        if bound is None or bound < self.cfg.min_spread_bps:
+            # Even the top of the books misses the threshold: walking depth cannot reach it.
+            return self._sampled_spread(symbol, st, fresh, now)
+        st.spread_at_ns = now
         best = best_quote(fresh, self.cfg.order_qty[symbol], self.fees)
         out = Decision(spread_bps=best.net_bps if best else None)
         if best is None or best.net_bps < self.cfg.min_spread_bps:
@@ -247,10 +267,16 @@ class Engine:
                 st.trade, st.open_legs = None, {}
                 st.cooldown_until_ns = now + int(self.cfg.cooldown_s * NS)
             return Decision()
+        held_s = (now - trade.opened_ns) / NS
+        if held_s < self.cfg.max_hold_s:
+            exit_bound = self._exit_bound(trade, fresh)
+            if exit_bound is None or exit_bound < self.cfg.close_spread_bps:
+                # No exit quote can revert (or none exists) and it is not time yet.
+                return self._sampled_spread(symbol, st, fresh, now)
+        st.spread_at_ns = now
         best = best_quote(fresh, self.cfg.order_qty[symbol], self.fees)
         out = Decision(spread_bps=best.net_bps if best else None)
         exit_q = self._exit_quote(trade, fresh)
-        held_s = (now - trade.opened_ns) / NS
         if exit_q is not None and exit_q.net_bps >= self.cfg.close_spread_bps:
             reason = "reverted"
         elif held_s >= self.cfg.max_hold_s:
@@ -265,6 +291,13 @@ class Engine:
         logger.info("close symbol=%s trade_id=%s reason=%s exit_bps=%.2f held_s=%.1f", symbol,
                     trade.trade_id, reason, exit_q.net_bps, held_s)
         return out
+
+    def _exit_bound(self, trade: OpenTrade, books: Mapping[str, Book]) -> Decimal | None:
+        buy_book = books.get(trade.sell_venue)
+        sell_book = books.get(trade.buy_venue)
+        if buy_book is None or sell_book is None:
+            return None
+        return top_bound_bps(buy_book, sell_book, self.fees)
 
     def _exit_quote(self, trade: OpenTrade, books: Mapping[str, Book]) -> Quote | None:
         """Buy back on the venue we sold, sell on the venue we bought."""

@@ -69,6 +69,41 @@ def quote(
     )
 
 
+def best_price(book: Book, side: str) -> Decimal | None:
+    """Best bid (``side="bids"``) or ask of ``book``; a :class:`~arb_common.books.LazyBook`
+    answers without decoding its levels."""
+    fast = getattr(book, "best_bid" if side == "bids" else "best_ask", None)
+    if fast is not None:
+        return fast()  # type: ignore[no-any-return]
+    levels = book.bids if side == "bids" else book.asks
+    return levels[0][0] if levels else None
+
+
+def top_bound_bps(buy_book: Book, sell_book: Book, fees: Mapping[str, Decimal]) -> Decimal | None:
+    """The net spread at the top of both books: an upper bound of :func:`quote`'s ``net_bps``
+    for any quantity (walking deeper buys higher and sells lower). None: a side is empty."""
+    buy = best_price(buy_book, "asks")
+    sell = best_price(sell_book, "bids")
+    if buy is None or sell is None or buy <= 0:
+        return None
+    return net_spread_bps(buy, sell, fees[buy_book.venue], fees[sell_book.venue])
+
+
+def best_bound_bps(books: Mapping[str, Book], fees: Mapping[str, Decimal]) -> Decimal | None:
+    """The highest :func:`top_bound_bps` over every ordered pair of venues."""
+    best: Decimal | None = None
+    for buy_venue, buy_book in books.items():
+        if buy_venue not in fees:
+            continue
+        for sell_venue, sell_book in books.items():
+            if sell_venue == buy_venue or sell_venue not in fees:
+                continue
+            bound = top_bound_bps(buy_book, sell_book, fees)
+            if bound is not None and (best is None or bound > best):
+                best = bound
+    return best
+
+
 def best_quote(books: Mapping[str, Book], qty: Decimal,
                fees: Mapping[str, Decimal]) -> Quote | None:
     """The best direction over every ordered pair of venues (ties: venue names order)."""
