@@ -104,6 +104,25 @@ async def test_malformed_bus_messages_are_counted_and_do_not_stop_the_strategy(
     await wait_for(lambda: "ETH-USDT" in svc.engine.open_trades(), what="open after bad input")
 
 
+async def test_a_book_with_a_bad_level_is_dropped_and_counted(
+        buses: tuple[StrategyService, Bus]) -> None:
+    """Levels are decoded when used (LazyBook): a bad price is found then, counted, and the
+    book forgotten; the venue's next good book trades as usual."""
+    svc, md = buses
+    bad = metric("arb_strategy_bad_messages_total", kind="bad_book")
+    a, b = wide_books(700, "ETH-USDT")
+    data = md.envelope(b, "bad-level").replace(b'"60210"', b'"6O210"')
+    await publish_books(md, a)
+    await md.nc.publish(md.subjects.book("beta", "ETH-USDT"), data)
+    await md.nc.flush()
+    await wait_for(lambda: metric("arb_strategy_bad_messages_total", kind="bad_book")
+                   == bad + 1, what="bad level counted")
+    assert "beta" not in svc.engine.symbols["ETH-USDT"].books
+    assert "ETH-USDT" not in svc.engine.open_trades()
+    await publish_books(md, *wide_books(710, "ETH-USDT"))
+    await wait_for(lambda: "ETH-USDT" in svc.engine.open_trades(), what="open after bad book")
+
+
 async def test_trading_control_replies_persists_and_is_restored(
         buses: tuple[StrategyService, Bus], nats_url: str, bus_prefix: str) -> None:
     svc, md = buses

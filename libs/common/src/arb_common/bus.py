@@ -291,12 +291,14 @@ class Bus:
         PUBLISHED.labels(_kind(self.subjects.strip(subject))).inc()
 
     # ------------------------------------------------------------ consume
-    async def subscribe(self, subject: str, handler: Handler, *, where: str = "") -> None:
-        """Core-NATS subscription (latest-wins data such as books); bad messages are counted."""
+    async def subscribe(self, subject: str, handler: Handler, *, where: str = "",
+                        decoder: Callable[[bytes, str], tuple[Envelope, Any]] = decode) -> None:
+        """Core-NATS subscription (latest-wins data such as books); bad messages are counted.
+        ``decoder``: e.g. :func:`arb_common.books.decode_book` (levels decoded on use)."""
 
         async def on_msg(msg: Msg) -> None:
             try:
-                env, payload = decode(msg.data, where or msg.subject)
+                env, payload = decoder(msg.data, where or msg.subject)
             except DecodeError as exc:
                 await self._dead_letter("core", msg.subject, msg.data, f"decode: {exc.reason}")
                 return

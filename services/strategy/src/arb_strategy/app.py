@@ -27,6 +27,7 @@ from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.follow import Follower
 from arb_common.hot import HotMirror
 from arb_common.keyspace import Keyspace
+from arb_common.books import BookError, LazyBook, decode_book
 from arb_common.messages import Book, Envelope, TradingControl, VenueReady
 from arb_common.money import D
 from arb_common.runtime import Readiness, ServiceRuntime, connect_bus
@@ -144,7 +145,9 @@ class StrategyService:
     async def start(self) -> None:
         await self._restore_trading()
         subj = self.bus.subjects
-        await self.bus.subscribe(subj.any("md.book.*.*"), self.on_book, where="md.book")
+        # Levels decoded on use: most books of a burst end at the top-of-book check.
+        await self.bus.subscribe(subj.any("md.book.*.*"), self.on_book, where="md.book",
+                                 decoder=decode_book)
         await self.control.subscribe()
         self.hedge_blocks.start()
         await self.bus.subscribe(subj.any("sys.ready.*"), self.on_ready, where="sys.ready")
@@ -246,12 +249,23 @@ class StrategyService:
 
     # ------------------------------------------------------------ books -> intents
     async def on_book(self, env: Envelope, payload: Any) -> None:
-        if not isinstance(payload, Book):
+        if not isinstance(payload, (Book, LazyBook)):
             BAD_MESSAGES.labels("not_a_book").inc()
             logger.error("unexpected message on book subject type=%s id=%s", env.type, env.id)
             return
         if self.stopping:
             return
+        try:
+            await self._on_book(payload)
+        except BookError as exc:
+            # A side that does not decode (read lazily): drop the bad book(s) of the symbol;
+            # the venue's next book replaces them.
+            BAD_MESSAGES.labels("bad_book").inc()
+            dropped = self.engine.drop_bad_books(payload.symbol)
+            logger.error("bad book dropped id=%s venues=%s error=%s", env.id,
+                         ",".join(dropped), exc)
+
+    async def _on_book(self, payload: Any) -> None:  # Book | LazyBook
         if not self.live:
             # Fail closed until restored: keep the book, show the spread, decide nothing.
             if self.engine.remember(payload) is not None:

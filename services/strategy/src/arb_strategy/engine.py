@@ -135,6 +135,19 @@ class Engine:
         st.books[book.venue] = book
         return st
 
+    def drop_bad_books(self, symbol: str) -> list[str]:
+        """Forget the symbol's books whose levels do not decode (a :class:`LazyBook` read
+        lazily); returns their venues."""
+        st = self.symbols.get(symbol)
+        bad: list[str] = []
+        for venue, book in list(st.books.items()) if st is not None else []:
+            try:
+                book.bids, book.asks  # noqa: B018 - decoding is the check
+            except ValueError:
+                bad.append(venue)
+                del st.books[venue]  # type: ignore[union-attr]
+        return bad
+
     def on_book(self, book: Book) -> Decision:
         st = self.remember(book)
         if st is None:
