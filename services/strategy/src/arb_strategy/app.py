@@ -22,12 +22,12 @@ from typing import Any
 
 import msgspec
 
+from arb_common.books import BookError, LazyBook, decode_book
 from arb_common.bus import Bus
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.follow import Follower
 from arb_common.hot import HotMirror
 from arb_common.keyspace import Keyspace
-from arb_common.books import BookError, LazyBook, decode_book
 from arb_common.messages import Book, Envelope, TradingControl, VenueReady
 from arb_common.money import D
 from arb_common.runtime import Readiness, ServiceRuntime, connect_bus
