@@ -10,7 +10,7 @@ from typing import Any
 import nats.js.errors
 import pytest
 
-from arb_common.bus import DLQ, Bus, Delivery
+from arb_common.bus import DLQ, Bus, Delivery, LastSequenceMismatch
 from arb_common.messages import Envelope, FillEvent, VenueReady
 from arb_common.subjects import STREAMS
 from arb_common.testing import connected_bus
@@ -39,6 +39,18 @@ async def test_republish_with_same_id_is_dropped_by_jetstream(bus: Bus) -> None:
     assert not first.duplicate and again.duplicate
     info = await bus.js.stream_info(bus.subjects.stream_name("EXEC"))
     assert info.state.messages == 1
+
+
+async def test_publish_expecting_a_last_sequence_is_stored_only_right_after_it(bus: Bus) -> None:
+    subject = bus.subjects.fill("alpha", "BTC-USDT")
+    first = await bus.publish(subject, _fill("1"), "fill:alpha:1")
+    second = await bus.publish(subject, _fill("2"), "fill:alpha:2", expected_last_seq=first.seq)
+    assert second.seq == first.seq + 1
+    with pytest.raises(LastSequenceMismatch) as err:
+        await bus.publish(subject, _fill("3"), "fill:alpha:3", expected_last_seq=first.seq)
+    assert err.value.last_seq == second.seq
+    info = await bus.js.stream_info(bus.subjects.stream_name("EXEC"))
+    assert info.state.messages == 2
 
 
 async def test_consumer_acks_after_handler_and_redelivers_on_failure(bus: Bus) -> None:

@@ -7,13 +7,18 @@ from decimal import Decimal as D
 import pytest
 
 from arb_common.bus import Bus
-from arb_common.messages import Book, FillEvent, OrderEvent, Side
+from arb_common.messages import BalanceSnapshot, Book, FillEvent, OrderEvent, Side
 from arb_common.money import to_str
 from arb_common.settings import Mode
 from arb_common.testing import connected_bus, wait_until
 from arb_executor.config import ExecutorSettings
 from arb_executor.paper import BookCache, PaperVenue
-from arb_executor.paper_state import PaperReplay, build_paper_venues, make_paper_venues
+from arb_executor.paper_state import (
+    PaperReplay,
+    build_paper_venues,
+    make_paper_venues,
+    publish_balances,
+)
 from arb_executor.venue_client import MarketRules
 
 pytestmark = pytest.mark.integration
@@ -221,3 +226,60 @@ async def test_executor_restarted_with_rebuilt_paper_venues_never_fills_an_inten
         assert sorted((p.venue, p.venue_trade_id) for _, p in msgs) == [
             ("alpha", f"paper-{buy}-1"), ("alpha", f"paper-{buy}-2"), ("beta", f"paper-{sell}-1")]
         assert (await second["alpha"].query("BTC-USDT", buy)).filled == D("0.5")  # type: ignore[union-attr]
+
+
+async def _balance_snapshots(bus: Bus) -> list[tuple[int, BalanceSnapshot]]:
+    from .conftest import stream_messages
+
+    msgs = await stream_messages(bus, "EXEC", bus.subjects.any("exec.balance.>"))
+    return [(p.as_of_seq, p) for _, p in msgs]
+
+
+async def test_ready_venues_publish_their_balances_right_after_what_they_include(
+        nats_url: str, bus_prefix: str, cleanup_streams: None) -> None:
+    async with connected_bus(nats_url, bus_prefix, "executor", session="s1") as bus:
+        await filled_order(bus, "alpha", "A1", "buy", [("0.5", "100", "0.05")])
+        last = await fill(bus, "beta", "B0", 1, "sell", "0.1", "100", "0")  # an orphan fill
+        venues = await build_paper_venues(bus, settings(bus_prefix, nats_url), {}, RULES)
+        snaps = await _balance_snapshots(bus)
+        assert [(s.venue, as_of) for as_of, s in snaps] == [("alpha", last), ("beta", last + 1)]
+        for _, s in snaps:
+            assert s.balances == venues[s.venue].balances()
+        assert snaps[0][1].balances["USDT"] == D("949.95")
+
+
+async def test_restart_takes_the_sessions_last_balances_over_the_configured_ones(
+        nats_url: str, bus_prefix: str, cleanup_streams: None) -> None:
+    async with connected_bus(nats_url, bus_prefix, "executor", session="s1") as bus:
+        await build_paper_venues(bus, settings(bus_prefix, nats_url), {}, RULES)
+        await filled_order(bus, "alpha", "A1", "buy", [("1", "100", "0.1")])
+        again = ExecutorSettings(nats_url=nats_url, bus_prefix=bus_prefix, session="s1",
+                                 venues="alpha,beta", paper_balances="USDT=5,BTC=5,ETH=0,SOL=0")
+        venues = await build_paper_venues(bus, again, {}, RULES)
+        assert venues["alpha"].balances() == {"USDT": D("899.9"), "BTC": D("2"), "ETH": D("0"),
+                                              "SOL": D("0")}
+        other = ExecutorSettings(nats_url=nats_url, bus_prefix=bus_prefix, session="s2",
+                                 venues="alpha,beta", paper_balances="USDT=5,BTC=5,ETH=0,SOL=0")
+        fresh = await build_paper_venues(bus, other, {}, RULES)  # a new session: its own start
+        assert fresh["alpha"].balances()["USDT"] == D("5")
+
+
+async def test_a_fill_landing_while_the_balances_are_published_is_taken_in_first(
+        nats_url: str, bus_prefix: str, cleanup_streams: None) -> None:
+    import asyncio
+
+    async with connected_bus(nats_url, bus_prefix, "executor", session="s1") as bus:
+        venues = make_paper_venues(BookCache(), settings(bus_prefix, nats_url), {}, RULES)
+        replay = PaperReplay(venues, mode="paper", session="s1")
+        await replay.start(bus, timeout_s=30)
+        follower = replay.follower
+        assert follower is not None
+        async with follower._lock:  # the follower is busy: the fill lands, it has not seen it
+            late = await fill(bus, "alpha", "L1", 1, "buy", "1", "100", "0.1")
+            task = asyncio.create_task(publish_balances(bus, venues, follower))
+            await asyncio.sleep(0.3)
+            assert not task.done()  # refused: the stream is past what the balances include
+        seqs = await task
+        assert seqs[0] == late + 1
+        snaps = await _balance_snapshots(bus)
+        assert snaps[0][0] == late and snaps[0][1].balances["USDT"] == D("899.9")

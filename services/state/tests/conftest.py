@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
@@ -13,6 +16,12 @@ from sqlalchemy.engine import Engine
 sys.path.insert(0, str(Path(__file__).parent))
 
 from state_helpers import migrate  # noqa: E402
+
+from arb_common.runtime import ServiceRuntime  # noqa: E402
+from arb_common.settings import Mode  # noqa: E402
+from arb_state.api import register  # noqa: E402
+from arb_state.config import StateSettings  # noqa: E402
+from arb_state.ingest import IngestResult, LedgerWriter, ingest_batch  # noqa: E402
 
 
 @pytest.fixture
@@ -29,6 +38,38 @@ def engine(ledger_url: str) -> Iterator[Engine]:
         yield eng
     finally:
         eng.dispose()
+
+
+@pytest.fixture(params=["sqlalchemy", "pipeline"])
+def ingest(request: pytest.FixtureRequest,
+           engine: Engine) -> Callable[[Sequence[Any]], IngestResult]:
+    """Both ledger writers: the SQLAlchemy one and the service's async pipeline one."""
+    if request.param == "sqlalchemy":
+        return lambda batch: ingest_batch(engine, batch)
+    url = engine.url.render_as_string(hide_password=False)
+
+    def pipeline(batch: Sequence[Any]) -> IngestResult:
+        async def run() -> IngestResult:
+            writer = LedgerWriter(url)
+            try:
+                return await writer.ingest(batch)
+            finally:
+                await writer.close()
+
+        return asyncio.run(run())
+
+    return pipeline
+
+
+@pytest.fixture
+async def client(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    """The query API (``/api``, paper mode, session s1) over the test ledger."""
+    settings = StateSettings(session="s1", mode=Mode.paper)
+    rt = ServiceRuntime("state", settings)
+    register(rt.app, lambda: engine, settings)
+    transport = httpx.ASGITransport(app=rt.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://state") as c:
+        yield c
 
 
 @pytest.fixture

@@ -6,10 +6,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 from alembic import command
 from alembic.config import Config
 
-from arb_common.messages import Envelope, FillEvent, OrderEvent, decode, encode
+from arb_common.messages import (
+    BalanceSnapshot,
+    Envelope,
+    FillEvent,
+    OrderEvent,
+    decode,
+    encode,
+)
 
 ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
 T0 = 1_700_000_000_000_000_000
@@ -59,3 +67,25 @@ def order(
         quantity=Decimal(qty), filled_quantity=Decimal(filled), status=status,  # type: ignore[arg-type]
         avg_price=Decimal(avg) if avg else None, ts=ts, venue_order_id=venue_order_id,
     )  # fmt: skip
+
+
+def snapshot(venue: str = "alpha", as_of: int = 0, **balances: str) -> BalanceSnapshot:
+    """A paper venue's balances as the executor publishes them (``USDT="1000"``)."""
+    return BalanceSnapshot(venue=venue, balances={a: Decimal(v) for a, v in balances.items()},
+                           as_of_seq=as_of)
+
+
+async def all_pages(c: httpx.AsyncClient, path: str, **params: Any) -> list[dict[str, Any]]:
+    """Every item of a paginated list (each page within ``limit``), following ``next``."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(100):
+        r = await c.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["items"]) <= int(params.get("limit", 100))
+        items += body["items"]
+        cursor = body["next"]
+        if cursor is None:
+            return items
+    raise AssertionError("pagination did not end")

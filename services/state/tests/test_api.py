@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
-from state_helpers import T0, event, fill, order
+from state_helpers import T0, all_pages, event, fill, order
 
 from arb_common.ledger import DiscrepancyRow, ReconRun
 from arb_common.runtime import ServiceRuntime
@@ -22,16 +21,6 @@ from arb_state.ingest import ingest_batch
 S = 1_000_000_000
 
 
-@pytest.fixture
-async def client(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
-    settings = StateSettings(session="s1", mode=Mode.paper)
-    rt = ServiceRuntime("state", settings)
-    register(rt.app, lambda: engine, settings)
-    transport = httpx.ASGITransport(app=rt.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://state") as c:
-        yield c
-
-
 def _seed_fills(engine: Engine, n: int) -> None:
     batch = [
         event(fill(f"t{i}", "buy", "0.1", str(100 + i), venue="alpha" if i % 2 else "beta",
@@ -41,26 +30,11 @@ def _seed_fills(engine: Engine, n: int) -> None:
     ingest_batch(engine, batch)
 
 
-async def _all_pages(c: httpx.AsyncClient, path: str, **params: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor = None
-    for _ in range(100):
-        r = await c.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert len(body["items"]) <= int(params.get("limit", 100))
-        items += body["items"]
-        cursor = body["next"]
-        if cursor is None:
-            return items
-    raise AssertionError("pagination did not end")
-
-
 async def test_fills_paginate_without_duplicates_or_gaps(
     engine: Engine, client: httpx.AsyncClient
 ) -> None:
     _seed_fills(engine, 250)
-    items = await _all_pages(client, "/api/fills", limit=100)
+    items = await all_pages(client, "/api/fills", limit=100)
     ids = [i["venue_trade_id"] for i in items]
     assert len(ids) == 250 and len(set(ids)) == 250
     ts = [i["ts"] for i in items]
@@ -74,7 +48,7 @@ async def test_fills_paginate_without_duplicates_or_gaps(
 async def test_fill_filters_combine(engine: Engine, client: httpx.AsyncClient) -> None:
     _seed_fills(engine, 60)
     since = "2023-11-14T22:13:30Z"  # T0 + 10 s
-    items = await _all_pages(client, "/api/fills", venue="alpha", symbol="BTC-USDT",
+    items = await all_pages(client, "/api/fills", venue="alpha", symbol="BTC-USDT",
                              since=since, limit=7)
     expected = {f"t{i}" for i in range(60) if i % 2 and i % 3 and i // 2 >= 10}
     assert {i["venue_trade_id"] for i in items} == expected
@@ -91,7 +65,7 @@ async def test_orders_positions_and_sessions_lists(
 ) -> None:
     ingest_batch(engine, [event(order(f"c{i}", "ACKED", ts=T0 + i * S)) for i in range(5)]
                  + [event(fill("t1", "buy", "2", "100", venue="beta"))])
-    orders = await _all_pages(client, "/api/orders", limit=2)
+    orders = await all_pages(client, "/api/orders", limit=2)
     assert [o["client_order_id"] for o in orders] == ["c4", "c3", "c2", "c1", "c0"]
     assert orders[0]["status"] == "ACKED" and orders[0]["filled_quantity"] == "0"
     positions = (await client.get("/api/positions", params={"venue": "beta"})).json()["items"]

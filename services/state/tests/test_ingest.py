@@ -22,27 +22,7 @@ D = Decimal
 S = 1_000_000_000  # one second in ns
 
 
-Ingest = Callable[[Sequence[Any]], IngestResult]
-
-
-@pytest.fixture(params=["sqlalchemy", "pipeline"])
-def ingest(request: pytest.FixtureRequest, engine: Engine) -> Ingest:
-    """Both ledger writers: the SQLAlchemy one and the service's async pipeline one."""
-    if request.param == "sqlalchemy":
-        return lambda batch: ingest_batch(engine, batch)
-    url = engine.url.render_as_string(hide_password=False)
-
-    def pipeline(batch: Sequence[Any]) -> IngestResult:
-        async def run() -> IngestResult:
-            writer = LedgerWriter(url)
-            try:
-                return await writer.ingest(batch)
-            finally:
-                await writer.close()
-
-        return asyncio.run(run())
-
-    return pipeline
+Ingest = Callable[[Sequence[Any]], IngestResult]  # the ``ingest`` fixture (conftest)
 
 
 def _count(engine: Engine, model: type) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine
-from state_helpers import downgrade, event, fill, migrate, order
+from state_helpers import downgrade, event, fill, migrate, order, snapshot
 
 from arb_common.errors import ConfigError
 from arb_common.ledger import HEAD, Base, check_schema_current
@@ -145,6 +145,31 @@ def test_upgrade_keeps_0001_rows_in_their_month_and_downgrade_brings_them_back(
                                             ("t3", Decimal(102))]
         uniques = inspect(engine).get_unique_constraints("fills")
         assert ["mode", "venue", "venue_trade_id"] in [u["column_names"] for u in uniques]
+    finally:
+        engine.dispose()
+
+
+def test_0003_takes_stored_balances_as_live_readings_and_downgrade_drops_paper_accounts(
+    fresh_database: str,
+) -> None:
+    engine = create_engine(fresh_database)
+    try:
+        migrate(fresh_database, "0002_memory")
+        with engine.begin() as conn:  # a reconciler's reading, before paper accounts existed
+            conn.execute(text("INSERT INTO balances (venue, asset, free, ts) "
+                              "VALUES ('alpha', 'USDT', 5, now())"))
+        migrate(fresh_database)
+        ingest_batch(engine, [(*event(snapshot("alpha", 0, USDT="1000"), session="s1"), 1)])
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT mode, session, source, free, stream_seq "
+                                     "FROM balances ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [("live", "", "venue", Decimal(5), None),
+                                            ("paper", "s1", "ledger", Decimal(1000), 1)]
+        downgrade(fresh_database, "0002_memory")
+        with engine.connect() as conn:
+            left = conn.execute(text("SELECT venue, source, free FROM balances")).all()
+        assert [tuple(r) for r in left] == [("alpha", "venue", Decimal(5))]
+        assert "mode" not in {c["name"] for c in inspect(engine).get_columns("balances")}
     finally:
         engine.dispose()
 

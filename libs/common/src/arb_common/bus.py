@@ -62,6 +62,16 @@ CONNECTED = Gauge("arb_bus_connected", "1 while connected to NATS")
 RECONNECTS = Counter("arb_bus_reconnects_total", "NATS reconnections")
 
 _RETRYABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, TemporaryError)
+_WRONG_LAST_SEQUENCE = 10071  # JetStream's error code: Nats-Expected-Last-Sequence not met
+
+
+class LastSequenceMismatch(Exception):
+    """A publish with ``expected_last_seq`` found the stream elsewhere (nothing stored);
+    ``last_seq``: the stream's last sequence, as the server said (None if it did not)."""
+
+    def __init__(self, message: str, last_seq: int | None = None) -> None:
+        super().__init__(message)
+        self.last_seq = last_seq
 
 
 def _kind(subject: str) -> str:
@@ -233,6 +243,7 @@ class Bus:
         *,
         timeout: float = 30.0,
         ts: int | None = None,
+        expected_last_seq: int | None = None,
     ) -> PubAck:
         """Publish durably: returns only once JetStream acknowledged the message.
 
@@ -240,21 +251,34 @@ class Bus:
         to ``timeout`` seconds, then raises :class:`TemporaryError`. ``ts`` stamps the
         envelope with the time the decision was taken (default: now), so a restart that
         re-reads the message recomputes exactly what was derived from that time.
+        ``expected_last_seq``: stored only if the stream's last sequence is that one
+        (``Nats-Expected-Last-Sequence``), else :class:`LastSequenceMismatch`.
         """
         data = self.envelope(payload, msg_id, ts)
-        return await self.publish_raw(subject, data, msg_id, timeout=timeout)
+        return await self.publish_raw(subject, data, msg_id, timeout=timeout,
+                                      expected_last_seq=expected_last_seq)
 
     async def publish_raw(
-        self, subject: str, data: bytes, msg_id: str, *, timeout: float = 30.0
+        self, subject: str, data: bytes, msg_id: str, *, timeout: float = 30.0,
+        expected_last_seq: int | None = None,
     ) -> PubAck:
         headers = {"Nats-Msg-Id": msg_id}
+        if expected_last_seq is not None:
+            headers["Nats-Expected-Last-Sequence"] = str(expected_last_seq)
         kind = _kind(self.subjects.strip(subject))
         try:
-            # First attempt without the retry machinery (~65 us of CPU per publish in
-            # tenacity); a retryable failure falls through to the loop below with the same id.
-            ack = await self.js.publish(subject, data, headers=headers, timeout=2.0)
-        except (*_RETRYABLE, nats.js.errors.NoStreamResponseError):
-            ack = await self._publish_retrying(subject, data, headers, timeout)
+            try:
+                # First attempt without the retry machinery (~65 us of CPU per publish in
+                # tenacity); a retryable failure falls through to the loop with the same id.
+                ack = await self.js.publish(subject, data, headers=headers, timeout=2.0)
+            except (*_RETRYABLE, nats.js.errors.NoStreamResponseError):
+                ack = await self._publish_retrying(subject, data, headers, timeout)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:  # "wrong last sequence: 2"
+                tail = (exc.description or "").rpartition(":")[2].strip()
+                raise LastSequenceMismatch(f"publish to {subject}: {exc.description}",
+                                           int(tail) if tail.isdigit() else None) from None
+            raise
         if not ack.stream:
             raise TemporaryError(f"publish to {subject}: PubAck without stream")
         if ack.duplicate:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Alembic revisions in order; HEAD is the newest. Bump both with each migration.
-REVISIONS: tuple[str, ...] = ("0001_ledger", "0002_memory")
+REVISIONS: tuple[str, ...] = ("0001_ledger", "0002_memory", "0003_paper_balances")
 HEAD = REVISIONS[-1]
 
 MIGRATE_HINT = "run `alembic -c services/state/alembic.ini upgrade head` (or `make migrate`)"
@@ -318,11 +318,28 @@ class SlippageAnalysis(Base):
     ts: Mapped[datetime]
 
 
+# The one row per paper/shadow account and asset (``balances`` with source ``ledger``).
+LEDGER_BALANCES_SQL = "source = 'ledger'"
+
+
 class Balance(Base):
-    """A balance observation (``source``: e.g. ``venue`` for REST truth, ``ledger``)."""
+    """A balance, by ``source``:
+
+    - ``venue``: one observation of a venue account (its REST truth, written by the
+      reconciler on each read); ``mode`` is ``live`` — the real account, whichever mode read it;
+    - ``ledger``: a paper or shadow account (``mode`` paper/shadow, ``session``), one row per
+      (mode, session, venue, asset) kept current by the state service from EXEC: the latest
+      ``exec.balance`` snapshot plus every fill after it. ``stream_seq`` is the EXEC sequence
+      of the last event applied to the row (a redelivered event at or below it changes
+      nothing).
+    """
 
     __tablename__ = "balances"
-    __table_args__ = (Index(None, "venue", "asset", "ts"),)
+    __table_args__ = (
+        Index(None, "venue", "asset", "ts"),
+        Index("uq_balances_ledger_mode_session_venue_asset", "mode", "session", "venue",
+              "asset", unique=True, postgresql_where=text(LEDGER_BALANCES_SQL)),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     venue: Mapped[str]
@@ -331,6 +348,9 @@ class Balance(Base):
     locked: Mapped[Decimal] = mapped_column(server_default=text("0"))
     source: Mapped[str] = mapped_column(server_default=text("'venue'"))
     ts: Mapped[datetime]
+    mode: Mapped[str] = mapped_column(server_default=text("'live'"))
+    session: Mapped[str] = mapped_column(server_default=text("''"))
+    stream_seq: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ReconRun(Base):
@@ -587,6 +607,7 @@ async def check_schema_current_async(engine: AsyncEngine) -> None:
 
 __all__ = [
     "HEAD",
+    "LEDGER_BALANCES_SQL",
     "MIGRATE_HINT",
     "OPEN_ORDERS_SQL",
     "OPEN_STATUSES",

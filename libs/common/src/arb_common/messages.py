@@ -121,6 +121,21 @@ class FillEvent(msgspec.Struct, kw_only=True, frozen=True):
     origin_ts: int = 0
 
 
+class BalanceSnapshot(msgspec.Struct, kw_only=True, frozen=True):
+    """A paper (or shadow) venue's free balances at one point of the EXEC stream.
+
+    Published by the executor on ``exec.balance.<venue>`` once its paper venues are ready (EXEC
+    replayed; in shadow, the live account's balances taken), with ``Nats-Expected-Last-Sequence``
+    = ``as_of_seq``: everything before it in the stream is in it, nothing else. A paper
+    account (mode, session, venue) is its latest snapshot plus every fill after it, in stream
+    order: the executor's replay and the ledger (``balances``, source ``ledger``) both fold
+    EXEC that way, so they agree."""
+
+    venue: str
+    balances: dict[str, Decimal]  # asset -> free
+    as_of_seq: int  # the EXEC stream's last sequence the balances include
+
+
 class VenueReady(msgspec.Struct, kw_only=True, frozen=True):
     venue: str
     ready: bool  # reconciled: orders may go to the venue (exits, hedges, entries)
@@ -167,6 +182,7 @@ MESSAGE_TYPES: dict[str, tuple[int, type[msgspec.Struct]]] = {
     "strat.intent": (1, Intent),
     "exec.order": (1, OrderEvent),
     "exec.fill": (1, FillEvent),
+    "exec.balance": (1, BalanceSnapshot),
     "sys.ready": (1, VenueReady),
     "risk.event": (1, RiskEvent),
     "recon.report": (1, ReconReport),

@@ -81,6 +81,9 @@ class Subjects:
     def fill(self, venue: str, symbol: str) -> str:
         return self._p(f"exec.fill.{venue}.{symbol}")
 
+    def balance(self, venue: str) -> str:
+        return self._p(f"exec.balance.{venue}")
+
     def risk(self, symbol: str) -> str:
         return self._p(f"risk.event.{symbol}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
@@ -91,16 +92,20 @@ async def build_venues(rt: ServiceRuntime, s: ExecutorSettings, bus: Bus,
     rules = await paper_rules(cfgs, s)
     # Orders and balances of this mode+session rebuilt from the EXEC stream before any intent
     # is consumed (a redelivered intent finds its order by coid and never fills twice).
+    # Their balances are then published to EXEC for the ledger (shadow: the live account's).
     rt.readiness.set("markets", False, f"{s.mode.value}: rebuilding paper venues from EXEC")
-    venues.update(await build_paper_venues(bus, s, cfgs, rules, books=books))
-    if s.mode is Mode.shadow:
-        await shadow_balances(s, cfgs, venues)
+
+    async def prepare(paper: dict[str, PaperVenue]) -> None:
+        if s.mode is Mode.shadow:
+            await shadow_balances(s, cfgs, paper)
+
+    venues.update(await build_paper_venues(bus, s, cfgs, rules, books=books, prepare=prepare))
     rt.readiness.set("markets", True, f"{s.mode.value}: simulated fills")
     return venues
 
 
 async def shadow_balances(s: ExecutorSettings, cfgs: dict[str, VenueConfig],
-                          venues: dict[str, TradingVenue]) -> None:
+                          venues: Mapping[str, TradingVenue]) -> None:
     """Shadow starts from the live account's free balances (read-only: one signed account
     query per venue; nothing is ever sent), so its simulated fills meet the same
     insufficient-balance refusals live would. A venue that cannot be read keeps the

@@ -20,8 +20,11 @@ What a venue would do with a MARKET order, in this order:
 Trade ids are ``paper-<coid>-<n>``, the venue order id ``paper-<coid>``. Orders and balances
 are rebuilt after a restart from this mode+session's EXEC events
 (:mod:`arb_executor.paper_state`), applied through :meth:`PaperVenue.record_order` /
-:meth:`PaperVenue.record_fill`, deduplicated by client order id and trade id, so the venue's
-own fills coming back from the stream are never applied twice.
+:meth:`PaperVenue.record_fill` (a balance snapshot through :meth:`PaperVenue.set_balances`),
+deduplicated by client order id and trade id, so the venue's own fills coming back from the
+stream are never applied twice. :meth:`PaperVenue.stream_balances` are the balances the
+stream accounts for (what the ledger holds): the free balances less the fills the replay
+rebuilt after a crash whose events are not published yet.
 """
 
 from __future__ import annotations
@@ -164,6 +167,14 @@ def fill_market_order(
     )
 
 
+def _effects(rules: MarketRules, side: Side, f: VenueFill) -> list[tuple[str, Decimal]]:
+    """(asset, amount) one fill moves: base, quote, and the fee in its own asset (the ledger
+    books the same, :data:`arb_state.ingest.SQL_FILL_EFFECTS`)."""
+    sign = 1 if side == "buy" else -1
+    return [(rules.base, sign * f.quantity), (rules.quote, -sign * f.quantity * f.price),
+            (f.fee_asset or rules.quote, -f.fee)]
+
+
 def _sum_fills(fills: Iterable[VenueFill]) -> tuple[Decimal, Decimal]:
     """(quantity, quote cost) of ``fills``."""
     qty = cost = ZERO
@@ -219,6 +230,8 @@ class PaperVenue:
         self._sending: set[str] = set()  # coids in flight (latency), refused as duplicates
         self._trades: set[str] = set()  # trade ids applied to the balances
         self._orphans: dict[str, list[tuple[str, Side, VenueFill]]] = {}  # fills before order
+        # Fills rebuilt by the replay (booked here, their events not on the stream yet).
+        self._unpublished: dict[str, tuple[MarketRules, Side, VenueFill]] = {}
         self.markets_loaded = True
 
     # ------------------------------------------------------------ venue interface
@@ -266,6 +279,15 @@ class PaperVenue:
         """Replace the balances (shadow: the live account's, read-only)."""
         self._free = {a: D(v) for a, v in balances.items()}
 
+    def stream_balances(self) -> dict[str, Decimal]:
+        """The free balances less the rebuilt fills whose events are not published yet: what
+        the EXEC stream (and so the ledger) accounts for now; their events add the rest."""
+        out = dict(self._free)
+        for rules, side, f in self._unpublished.values():
+            for asset, amount in _effects(rules, side, f):
+                out[asset] = out.get(asset, ZERO) - amount
+        return out
+
     async def close(self) -> None:
         return None
 
@@ -309,10 +331,8 @@ class PaperVenue:
 
     def _book_fill(self, rules: MarketRules, side: Side, f: VenueFill) -> None:
         """Move the balances by one fill (fee in its own asset)."""
-        sign = 1 if side == "buy" else -1
-        self._add(rules.base, sign * f.quantity)
-        self._add(rules.quote, -sign * f.quantity * f.price)
-        self._add(f.fee_asset or rules.quote, -f.fee)
+        for asset, amount in _effects(rules, side, f):
+            self._add(asset, amount)
 
     def _add(self, asset: str, amount: Decimal) -> None:
         value = self._free.get(asset, ZERO) + amount
@@ -332,6 +352,7 @@ class PaperVenue:
     def record_fill(self, ev: FillEvent) -> bool:
         """Apply a fill from the stream once (by trade id); False if already applied."""
         if ev.venue_trade_id in self._trades:
+            self._unpublished.pop(ev.venue_trade_id, None)  # its event is on the stream now
             return False
         self._trades.add(ev.venue_trade_id)
         fill = VenueFill(ev.venue_trade_id, ev.quantity, ev.price, ev.fee, ev.fee_asset,
@@ -401,4 +422,5 @@ class PaperVenue:
         if fill.trade_id not in self._trades:
             self._trades.add(fill.trade_id)
             self._book_fill(rules, order.side, fill)
+            self._unpublished[fill.trade_id] = (rules, order.side, fill)
         self.orders[coid] = replace(order, fills=[*order.fills, fill])

@@ -9,7 +9,16 @@ stream order from the first sequence, before the executor consumes any intent:
   PARTIALLY_FILLED, FILLED, EXPIRED, CANCELED) gives the order by client order id (status,
   filled quantity, venue order id), so a redelivered intent finds it and never fills twice;
 - a :class:`~arb_common.messages.FillEvent` gives the fill (appended to its order) and moves
-  the balances from the configured start balances, once per trade id.
+  the balances, once per trade id;
+- a :class:`~arb_common.messages.BalanceSnapshot` sets the balances (fills after it move them
+  on); before the first one, they start from the configured start balances.
+
+Once rebuilt, the venues' balances are published as one snapshot per venue
+(:func:`publish_balances`), anchored right after the last event they include: that is how the
+session's start balances (and, in shadow, the live account's) reach the ledger, which folds
+EXEC the same way (``arb_state.ingest``), so the ledger's paper balances and the executor's
+agree after any restart. A later session start (or config change) keeps the session's
+account: its last snapshot wins over ``ARB_PAPER_BALANCES``.
 
 A fill computed but never published (crash before its events) is forgotten, as it should be:
 the redelivered intent fills anew, exactly once in the ledger. Events of other sessions and
@@ -17,21 +26,22 @@ modes, and of venues not configured here, are ignored.
 
 The follower keeps running after the replay, so corrections published by others (the
 reconciler) reach the venue too; the venue's own fills come back the same way and are skipped
-by trade id (it applied them when it filled).
+by trade id (it applied them when it filled). Balance snapshots are only applied while
+replaying (our own, coming back, describe a state already left behind).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from arb_common.bus import Bus
+from arb_common.bus import Bus, LastSequenceMismatch
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.errors import TemporaryError
 from arb_common.follow import Follower
-from arb_common.messages import Envelope, FillEvent, OrderEvent
+from arb_common.messages import BalanceSnapshot, Envelope, FillEvent, OrderEvent
 from arb_common.venues import VenueConfig
 
 from .config import ExecutorSettings
@@ -51,6 +61,8 @@ class PaperReplay:
         self.orders = 0  # events that changed an order
         self.fills = 0  # fills applied
         self.ignored = 0  # other session / mode / venue
+        self.snapshots = 0  # balance snapshots applied
+        self.replaying = True
         self.follower: Follower | None = None
 
     async def on_event(self, _seq: int, env: Envelope, payload: Any) -> None:
@@ -65,6 +77,9 @@ class PaperReplay:
             self.fills += venue.record_fill(payload)
         elif isinstance(payload, OrderEvent):
             self.orders += venue.record_order(payload)
+        elif isinstance(payload, BalanceSnapshot) and self.replaying:
+            venue.set_balances(payload.balances)
+            self.snapshots += 1
 
     async def start(self, bus: Bus, *, timeout_s: float = 120.0) -> None:
         """Replay everything stored, then keep following; returns once caught up."""
@@ -75,11 +90,13 @@ class PaperReplay:
         except TimeoutError:
             raise TemporaryError(f"paper venues: EXEC replay not caught up after "
                                  f"{timeout_s:g} s (at seq {self.follower.last_seq})") from None
+        self.replaying = False
         for venue in self.venues.values():
             venue.finish_replay()
-        logger.info("paper venues rebuilt mode=%s session=%s orders=%d fills=%d ignored=%d "
-                    "last_seq=%d", self.mode, self.session, self.orders, self.fills,
-                    self.ignored, self.follower.last_seq)
+        logger.info("paper venues rebuilt mode=%s session=%s orders=%d fills=%d "
+                    "balance_snapshots=%d ignored=%d last_seq=%d", self.mode, self.session,
+                    self.orders, self.fills, self.snapshots, self.ignored,
+                    self.follower.last_seq)
 
 
 def make_paper_venues(
@@ -113,6 +130,56 @@ def make_paper_venues(
     return venues
 
 
+async def publish_balances(bus: Bus, venues: Mapping[str, PaperVenue], follower: Follower,
+                           *, attempts: int = 50, settle_s: float = 1.0) -> list[int]:
+    """One :class:`BalanceSnapshot` per venue (its :meth:`PaperVenue.stream_balances`), each
+    stored only right after the last EXEC event it includes (``expected_last_seq``): if
+    anything else landed first, the follower applies it and the snapshot is taken again.
+    Sequences the follower is not handed within ``settle_s`` hold no message any more
+    (expired, deleted): they are skipped. Returns the snapshots' stream sequences; raises
+    :class:`TemporaryError` after ``attempts`` tries of one venue (the service exits and is
+    restarted)."""
+    seqs: list[int] = []
+    floor = 0  # our last snapshot (the follower may not have it yet), or a sequence skipped
+    for vid, venue in sorted(venues.items()):
+        for _ in range(attempts):
+            as_of = max(follower.last_seq, floor)
+            snap = BalanceSnapshot(venue=vid, balances=venue.stream_balances(), as_of_seq=as_of)
+            msg_id = f"balance:{bus.mode}:{bus.session}:{vid}:{as_of}"
+            try:
+                ack = await bus.publish(bus.subjects.balance(vid), snap, msg_id,
+                                        expected_last_seq=as_of)
+            except LastSequenceMismatch as exc:
+                floor = max(floor, await _settle(follower, exc.last_seq, settle_s))
+                continue
+            floor = ack.seq
+            seqs.append(ack.seq)
+            logger.info("paper balances published venue=%s mode=%s session=%s seq=%d "
+                        "balances=%s", vid, bus.mode, bus.session, ack.seq,
+                        ",".join(f"{a}={b}" for a, b in sorted(snap.balances.items())))
+            break
+        else:
+            raise TemporaryError(f"paper balances of {vid}: EXEC kept moving past the "
+                                 f"follower ({attempts} tries)")
+    return seqs
+
+
+async def _settle(follower: Follower, last_seq: int | None, settle_s: float) -> int:
+    """Wait until the follower was handed ``last_seq`` (the stream's end); past ``settle_s``
+    the sequences it was not handed hold nothing: returns ``last_seq`` to skip them."""
+    if last_seq is None:
+        await asyncio.sleep(0.05)
+        return 0
+    deadline = asyncio.get_running_loop().time() + settle_s
+    while follower.last_seq < last_seq:
+        if asyncio.get_running_loop().time() > deadline:
+            logger.warning("EXEC sequences %d..%d hold no message (expired or deleted); "
+                           "balances anchored after them", follower.last_seq + 1, last_seq)
+            return last_seq
+        await asyncio.sleep(0.01)
+    return 0
+
+
 async def build_paper_venues(
     bus: Bus,
     settings: ExecutorSettings,
@@ -122,8 +189,10 @@ async def build_paper_venues(
     clock: Clock = SYSTEM_CLOCK,
     books: BookCache | None = None,
     replay_timeout_s: float = 120.0,
+    prepare: Callable[[dict[str, PaperVenue]], Awaitable[None]] | None = None,
 ) -> dict[str, PaperVenue]:
-    """Paper venues ready to trade: books subscribed, orders and balances replayed from EXEC.
+    """Paper venues ready to trade: books subscribed, orders and balances replayed from EXEC,
+    ``prepare`` run (shadow: the live account's balances), balances published.
 
     ``books``: a cache the caller already feeds from ``md.book.*.*`` (else one is made and
     subscribed here). Call before consuming intents. Raises :class:`TemporaryError` when the
@@ -135,6 +204,10 @@ async def build_paper_venues(
     venues = make_paper_venues(books, settings, venue_cfgs, rules, clock=clock)
     replay = PaperReplay(venues, mode=settings.mode.value, session=settings.session)
     await replay.start(bus, timeout_s=replay_timeout_s)
+    if prepare is not None:
+        await prepare(venues)
+    assert replay.follower is not None
+    await publish_balances(bus, venues, replay.follower)
     for v, venue in venues.items():
         logger.info("paper venue ready venue=%s mode=%s orders=%d balances=%s", v, venue.mode,
                     len(venue.orders),

@@ -6,6 +6,9 @@ Lists: ``GET /api/positions|orders|fills|sessions|trades|equity|slippage`` with 
 null>}``. Lists are not scoped by default (``session=all`` means the same);
 ``/api/summary`` defaults to this service's own mode and session (``?session=all`` /
 ``?mode=all`` widen it). ``/api/sync_status`` is the last reconciliation run per venue.
+``/api/balances`` (``mode``, ``session``, ``venue``, ``asset``, ``limit``, ``cursor``) are the
+paper/shadow accounts the ledger keeps and the venues' latest live balances, one row per
+(mode, session, venue, asset).
 A bad parameter answers 422 with the parameter's name in ``detail``.
 """
 
@@ -34,6 +37,7 @@ NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 MODE = r"^(paper|shadow|live|all)$"
 SYMBOL = r"^[A-Z0-9]+-[A-Z0-9]+$"
 VENUE = r"^[a-z0-9_]{1,32}$"
+ASSET = r"^[A-Z0-9]{1,20}$"
 DEFAULT_RISK_UNIT_BPS = Decimal(50)
 
 EngineGetter = Callable[[], Engine | None]
@@ -137,6 +141,19 @@ def _ledger_routes(app: FastAPI, run: _Ledger) -> None:
     async def equity(f: EquityF) -> dict[str, Any]:
         """Equity history (realized + unrealized per session over time), newest first."""
         return await run(queries.list_equity, f)
+
+    @app.get("/api/balances", tags=["ledger"])
+    async def balances(
+        session: Session = None, mode: Mode = None, venue: Venue = None,
+        asset: Annotated[str | None, Query(pattern=ASSET, description="e.g. USDT")] = None,
+        limit: Limit = 100, cursor: Cursor = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Free (and locked) balance per (mode, session, venue, asset), in key order: paper
+        and shadow accounts as the ledger keeps them from EXEC (``source`` ``ledger``: the
+        executor's last balance snapshot plus every fill since), and for ``live`` each venue
+        account's latest reading by the reconciler (``source`` ``venue``, ``session`` "")."""
+        f = list_filter(session, mode, None, venue, None, None, limit, cursor)
+        return await run(queries.list_balances, f, asset)
 
     @app.get("/api/sync_status", tags=["ledger"])
     async def sync_status(venue: Venue = None) -> dict[str, Any]:

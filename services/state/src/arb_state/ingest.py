@@ -13,6 +13,14 @@
 - Positions are locked (in key order) and updated with :mod:`arb_common.positions`, rounded
   to NUMERIC(38,18) after every fill (so the result does not depend on how events were
   batched); ``position_history`` gets the position after each fill that moved it.
+- Paper and shadow balances (``balances``, source ``ledger``, one row per (mode, session,
+  venue, asset)) fold EXEC as the executor's paper venues do: a
+  :class:`~arb_common.messages.BalanceSnapshot` sets the account (the batch's latest per
+  account; every asset it lacks goes to 0), then each *inserted* fill of a known account adds
+  its effect (base, quote, fee in its asset), as part of the fills statement (no extra round
+  trip). Each row keeps ``stream_seq``, the sequence of the last event applied to it: a
+  snapshot applies only if the account has no row at or past it, a fill only past its row's,
+  so a redelivered batch (committed, ack lost) changes nothing.
 - The consumer acks after :func:`ingest_batch` / :meth:`LedgerWriter.ingest` returned, i.e.
   after the commit.
 
@@ -21,7 +29,9 @@ with ``unnest`` (no per-row statements). Both writers send the very same SQL (th
 twin through ``exec_driver_sql``). Locks are taken table by table in one order (order keys →
 fill keys → positions) and, within a table, in key order, so concurrent writers (several state
 replicas sharing the durable consumer) cannot deadlock; the same rules decide inside the batch
-(Python fold) and against the stored row (SQL).
+(Python fold) and against the stored row (SQL). A batch holding a balance snapshot locks its
+account's balance rows before the order keys (snapshots come once per executor start, and
+the in-order consumer hands out one batch at a time).
 """
 
 from __future__ import annotations
@@ -31,13 +41,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from arb_common.messages import Envelope, FillEvent, OrderEvent
+from arb_common.messages import BalanceSnapshot, Envelope, FillEvent, OrderEvent
 from arb_common.positions import PositionState, apply_fill, fee_in_quote
+
+from .paper_balances import (
+    BALANCE_COLS,
+    PAPER_MODES,
+    SQL_BALANCE_SNAPSHOTS,
+    balance_rows,
+    with_fill_effects,
+)
+from .sqlarrays import arrays, text_array, unnest
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +100,7 @@ class IngestResult:
     orders: int = 0
     fills: int = 0
     fills_inserted: int = 0
+    balance_snapshots: int = 0  # snapshot events in the batch (applied or not)
     positions: list[PositionUpdate] = field(default_factory=list)
 
     @property
@@ -122,12 +142,6 @@ POS_COLS = ("mode", "session", "venue", "symbol", "quantity", "avg_price", "real
             "fees", "updated_at")
 POS_HISTORY_COLS = ("mode", "session", "venue", "symbol", "quantity", "avg_price",
                     "realized_pnl", "fees", "venue_trade_id", "stream_seq", "ts")
-_TYPES = {
-    "quantity": "numeric", "filled_quantity": "numeric", "avg_price": "numeric",
-    "price": "numeric", "fee": "numeric", "realized_pnl": "numeric", "fees": "numeric",
-    "created_at": "timestamptz", "updated_at": "timestamptz", "ts": "timestamptz",
-    "stream_seq": "bigint",
-}  # fmt: skip; every other column is text
 
 
 def _order_row(env: Envelope, ev: OrderEvent) -> dict[str, Any]:
@@ -158,9 +172,15 @@ class _Prepared:
     orders: list[dict[str, Any]]  # one per key, in key order
     history: list[dict[str, Any]]  # in key order
     fills: list[dict[str, Any]]  # deduplicated, in batch order
+    balances: list[dict[str, Any]] = field(default_factory=list)  # latest snapshots, key order
 
     def pos_keys(self) -> list[PosKey]:
         return sorted({(f["mode"], f["session"], f["venue"], f["symbol"]) for f in self.fills})
+
+    def fills_sql(self) -> str:
+        """The fills statement, with the balance effects when a fill may move an account."""
+        paper = any(f["mode"] in PAPER_MODES for f in self.fills)
+        return SQL_FILLS_AND_BALANCES if paper else SQL_FILLS
 
 
 def _prepare(events: Sequence[IngestEvent]) -> _Prepared:
@@ -168,10 +188,17 @@ def _prepare(events: Sequence[IngestEvent]) -> _Prepared:
     orders: dict[tuple[str, str, str], dict[str, Any]] = {}
     history: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     fills: list[dict[str, Any]] = []
-    n_orders = 0
+    snapshots: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    n_orders = n_snapshots = 0
     for item in events:
         env, ev = item[0], item[1]
-        if isinstance(ev, OrderEvent):
+        seq = item[2] if len(item) == 3 else None
+        if isinstance(ev, BalanceSnapshot):
+            n_snapshots += 1
+            if env.mode in PAPER_MODES:  # never a live account: those are the venue's truth
+                snapshots[(env.mode, env.session, ev.venue)] = balance_rows(
+                    env.mode, env.session, ev, seq, ns_to_dt(env.ts))
+        elif isinstance(ev, OrderEvent):
             n_orders += 1
             row = _order_row(env, ev)
             key = (row["mode"], row["venue"], row["client_order_id"])
@@ -183,10 +210,11 @@ def _prepare(events: Sequence[IngestEvent]) -> _Prepared:
                 "msg_id": env.id, "ts": row["updated_at"],
             })  # fmt: skip
         elif isinstance(ev, FillEvent):
-            fills.append(_fill_row(env, ev, item[2] if len(item) == 3 else None))
-    result = IngestResult(orders=n_orders, fills=len(fills))
+            fills.append(_fill_row(env, ev, seq))
+    result = IngestResult(orders=n_orders, fills=len(fills), balance_snapshots=n_snapshots)
     return _Prepared(result, [orders[k] for k in sorted(orders)],
-                     [history[k] for k in sorted(history)], _dedupe(fills))
+                     [history[k] for k in sorted(history)], _dedupe(fills),
+                     [row for k in sorted(snapshots) for row in snapshots[k]])
 
 
 def _dedupe(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -197,60 +225,6 @@ def _dedupe(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- SQL (one statement per table)
-
-
-def _unnest(cols: Sequence[str]) -> str:
-    arrays = ", ".join(f"%s::{_TYPES.get(c, 'text')}[]" for c in cols)
-    return f"unnest({arrays}) AS i({', '.join(cols)})"
-
-
-def _text_array(values: Iterable[str | None]) -> str:
-    vals = list(values)
-    if not vals:
-        return "{}"
-    if None not in vals:
-        # Escaped all at once, NUL marking the gaps (it cannot occur in PostgreSQL text; a
-        # value holding one takes the slow path below, and PostgreSQL refuses it).
-        joined = "\x00".join(cast(list[str], vals))
-        if joined.count("\x00") == len(vals) - 1:
-            return '{"' + _escape(joined).replace("\x00", '","') + '"}'
-    return "{" + ",".join("NULL" if v is None else _quote(v) for v in vals) + "}"
-
-
-def _escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _quote(v: str) -> str:
-    return '"' + _escape(v) + '"'
-
-
-def _plain_array(values: Iterable[Any]) -> str:
-    """Numbers (``str(Decimal)``, exponent notation included, is valid numeric input)."""
-    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
-
-
-def _time_array(values: Iterable[datetime]) -> str:
-    return "{" + ",".join(v.isoformat() for v in values) + "}"
-
-
-def _array(rows: Sequence[dict[str, Any]], col: str) -> str:
-    kind = _TYPES.get(col, "text")
-    if kind == "text":
-        return _text_array(r[col] for r in rows)
-    if kind == "timestamptz":
-        return _time_array(r[col] for r in rows)
-    return _plain_array(r[col] for r in rows)
-
-
-def _arrays(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> tuple[str, ...]:
-    """One PostgreSQL array literal per column, cast in SQL (``%s::numeric[]``).
-
-    Built here rather than by psycopg's list adapter: its per-element Python dumping was
-    ~45% of the writer's CPU; a literal is one string per column (every text element quoted
-    and escaped, so any content round-trips exactly).
-    """
-    return tuple(_array(rows, c) for c in cols)
 
 
 def _rank(expr: str) -> str:
@@ -266,7 +240,7 @@ _ON_KEY = " AND ".join(f"{{a}}.{c} = {{b}}.{c}" for c in _KEY)
 # ``created_at`` as stored: (2) finds the orders row (and its partition) by it.
 SQL_ORDER_KEYS = (
     "INSERT INTO order_keys AS k (mode, venue, client_order_id, created_at) "
-    "SELECT * FROM " + _unnest((*_KEY, "created_at")) + " "
+    "SELECT * FROM " + unnest((*_KEY, "created_at")) + " "
     "ON CONFLICT (mode, venue, client_order_id) DO UPDATE SET created_at = k.created_at "
     "WHERE false"
 )
@@ -280,7 +254,7 @@ _W = (f"({_rank('c.status')} > {_rank('o.status')} OR ({_rank('c.status')} = "
 # probe per partition (run-time pruning is not costed) and would rather hash a scan of every
 # order ever written, which grows with the ledger.
 SQL_ORDERS = (
-    "WITH i AS (SELECT * FROM " + _unnest(ORDER_COLS) + "), "
+    "WITH i AS (SELECT * FROM " + unnest(ORDER_COLS) + "), "
     "s AS (SELECT i.*, (SELECT k.created_at FROM order_keys k WHERE "
     + _ON_KEY.format(a="k", b="i") + ") AS stored_at FROM i), "
     "c AS MATERIALIZED (SELECT s.*, EXISTS (SELECT 1 FROM orders o WHERE "
@@ -313,11 +287,11 @@ SQL_ANY_JOIN = (  # back to the defaults for the rest of the transaction
 )
 SQL_HISTORY = (
     f"INSERT INTO order_status_history ({', '.join(HISTORY_COLS)}) "
-    "SELECT * FROM " + _unnest(HISTORY_COLS) + " ON CONFLICT DO NOTHING"
+    "SELECT * FROM " + unnest(HISTORY_COLS) + " ON CONFLICT DO NOTHING"
 )
 # (3) New fill keys (in key order) and their fill rows; RETURNING = the fills inserted.
 SQL_FILLS = (
-    "WITH i AS (SELECT * FROM " + _unnest(FILL_COLS) + "), "
+    "WITH i AS (SELECT * FROM " + unnest(FILL_COLS) + "), "
     "k AS (INSERT INTO fill_keys (mode, venue, venue_trade_id) "
     "SELECT mode, venue, venue_trade_id FROM i ORDER BY mode, venue, venue_trade_id "
     "ON CONFLICT DO NOTHING RETURNING mode, venue, venue_trade_id) "
@@ -327,28 +301,30 @@ SQL_FILLS = (
     "FROM i JOIN k USING (mode, venue, venue_trade_id) "
     "RETURNING mode, venue, venue_trade_id"
 )
+# (3b) The same, also moving the paper/shadow accounts (:mod:`arb_state.paper_balances`).
+SQL_FILLS_AND_BALANCES = with_fill_effects(SQL_FILLS)
 # (4) Create missing position rows and lock every position the batch may move, in key order;
 # the no-op update makes RETURNING give the stored state.
 SQL_POS_LOCK = (
     "INSERT INTO positions AS p (mode, session, venue, symbol, updated_at) "
-    "SELECT i.*, now() FROM " + _unnest(("mode", "session", "venue", "symbol")) + " "
+    "SELECT i.*, now() FROM " + unnest(("mode", "session", "venue", "symbol")) + " "
     "ON CONFLICT (mode, session, venue, symbol) DO UPDATE SET mode = p.mode "
     "RETURNING mode, session, venue, symbol, quantity, avg_price, realized_pnl, fees"
 )
 SQL_POS_UPDATE = (
     "UPDATE positions p SET quantity = i.quantity, avg_price = i.avg_price, "
     "realized_pnl = i.realized_pnl, fees = i.fees, updated_at = i.updated_at "
-    "FROM " + _unnest(POS_COLS) + " WHERE p.mode = i.mode AND p.session = i.session "
+    "FROM " + unnest(POS_COLS) + " WHERE p.mode = i.mode AND p.session = i.session "
     "AND p.venue = i.venue AND p.symbol = i.symbol"
 )
 SQL_POS_HISTORY = (
     f"INSERT INTO position_history ({', '.join(POS_HISTORY_COLS)}) "
-    "SELECT * FROM " + _unnest(POS_HISTORY_COLS)
+    "SELECT * FROM " + unnest(POS_HISTORY_COLS)
 )
 
 
 def _lock_args(keys: Sequence[PosKey]) -> tuple[str, ...]:
-    return tuple(_text_array(col) for col in zip(*keys, strict=True))
+    return tuple(text_array(col) for col in zip(*keys, strict=True))
 
 
 # ---------------------------------------------------------------- positions (pure)
@@ -420,7 +396,7 @@ def ingest_batch(engine: Engine, events: Sequence[IngestEvent]) -> IngestResult:
     to isolate a poison event one by one, and by tests and tools.
     """
     prep = _prepare(events)
-    if not prep.orders and not prep.fills:
+    if not prep.orders and not prep.fills and not prep.balances:
         return prep.result
     with engine.begin() as conn:
         _write_sync(conn, prep)
@@ -431,23 +407,25 @@ def _write_sync(conn: Connection, prep: _Prepared) -> None:
     def run(sql: str, args: tuple[str, ...]) -> Any:
         return conn.exec_driver_sql(sql, args)
 
+    if prep.balances:
+        run(SQL_BALANCE_SNAPSHOTS, arrays(prep.balances, BALANCE_COLS))
     if prep.orders:
-        run(SQL_ORDER_KEYS, _arrays(prep.orders, (*_KEY, "created_at")))
+        run(SQL_ORDER_KEYS, arrays(prep.orders, (*_KEY, "created_at")))
         run(SQL_NESTED_LOOPS_ONLY, ())
-        run(SQL_ORDERS, _arrays(prep.orders, ORDER_COLS))
+        run(SQL_ORDERS, arrays(prep.orders, ORDER_COLS))
         run(SQL_ANY_JOIN, ())
-        run(SQL_HISTORY, _arrays(prep.history, HISTORY_COLS))
+        run(SQL_HISTORY, arrays(prep.history, HISTORY_COLS))
     if not prep.fills:
         return
     now = datetime.now(UTC)
-    inserted = _inserted(prep, run(SQL_FILLS, _arrays(prep.fills, FILL_COLS)).all())
+    inserted = _inserted(prep, run(prep.fills_sql(), arrays(prep.fills, FILL_COLS)).all())
     locked = run(SQL_POS_LOCK, _lock_args(prep.pos_keys())).all()  # as the pipeline does
     prep.result.fills_inserted = len(inserted)
     if not inserted:
         return
     fold = _fold_positions(_states(locked), inserted, now)
-    run(SQL_POS_UPDATE, _arrays(fold.positions, POS_COLS))
-    run(SQL_POS_HISTORY, _arrays(fold.history, POS_HISTORY_COLS))
+    run(SQL_POS_UPDATE, arrays(fold.positions, POS_COLS))
+    run(SQL_POS_HISTORY, arrays(fold.history, POS_HISTORY_COLS))
     prep.result.positions = fold.updates
 
 
@@ -488,7 +466,7 @@ class LedgerWriter:
 
     async def ingest(self, events: Sequence[IngestEvent]) -> IngestResult:
         prep = _prepare(events)
-        if not prep.orders and not prep.fills:
+        if not prep.orders and not prep.fills and not prep.balances:
             return prep.result
         conn = await self._connection()
         try:
@@ -503,16 +481,18 @@ class LedgerWriter:
         now = datetime.now(UTC)
         async with conn.pipeline(), conn.transaction():
             cur = conn.cursor()
+            if prep.balances:  # before the fills: their effects go on top of it
+                await cur.execute(SQL_BALANCE_SNAPSHOTS, arrays(prep.balances, BALANCE_COLS))
             if prep.orders:
-                await cur.execute(SQL_ORDER_KEYS, _arrays(prep.orders, (*_KEY, "created_at")))
+                await cur.execute(SQL_ORDER_KEYS, arrays(prep.orders, (*_KEY, "created_at")))
                 await cur.execute(SQL_NESTED_LOOPS_ONLY)
-                await cur.execute(SQL_ORDERS, _arrays(prep.orders, ORDER_COLS))
+                await cur.execute(SQL_ORDERS, arrays(prep.orders, ORDER_COLS))
                 await cur.execute(SQL_ANY_JOIN)
-                await cur.execute(SQL_HISTORY, _arrays(prep.history, HISTORY_COLS))
+                await cur.execute(SQL_HISTORY, arrays(prep.history, HISTORY_COLS))
             if not prep.fills:
                 return
             fcur, lcur = conn.cursor(), conn.cursor()
-            await fcur.execute(SQL_FILLS, _arrays(prep.fills, FILL_COLS))
+            await fcur.execute(prep.fills_sql(), arrays(prep.fills, FILL_COLS))
             # Lock every position the batch may move (before knowing which fills are new:
             # that needs a round trip); a duplicate's row is locked but left as it is.
             await lcur.execute(SQL_POS_LOCK, _lock_args(prep.pos_keys()))
@@ -521,6 +501,6 @@ class LedgerWriter:
             if not inserted:
                 return
             fold = _fold_positions(_states(await lcur.fetchall()), inserted, now)
-            await cur.execute(SQL_POS_UPDATE, _arrays(fold.positions, POS_COLS))
-            await cur.execute(SQL_POS_HISTORY, _arrays(fold.history, POS_HISTORY_COLS))
+            await cur.execute(SQL_POS_UPDATE, arrays(fold.positions, POS_COLS))
+            await cur.execute(SQL_POS_HISTORY, arrays(fold.history, POS_HISTORY_COLS))
             prep.result.positions = fold.updates

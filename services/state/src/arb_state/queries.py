@@ -19,11 +19,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, func, select, tuple_, union_all
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.engine import Engine
 
 from arb_common.ledger import (
+    Balance,
     DiscrepancyRow,
     EquityHistory,
     Fill,
@@ -206,6 +207,36 @@ def list_positions(engine: Engine, f: ListFilter) -> dict[str, Any]:
     stmt = select(p).where(and_(True, *conds)).order_by(*key_cols)
     return _page(engine, stmt, f, "position", POSITION_COLUMNS,
                  lambda r: (r.mode, r.session, r.venue, r.symbol))  # fmt: skip
+
+
+BALANCE_COLUMNS = ("mode", "session", "venue", "asset", "free", "locked", "source", "ts")
+
+
+def list_balances(engine: Engine, f: ListFilter, asset: str | None = None) -> dict[str, Any]:
+    """Balances per (mode, session, venue, asset), in key order: the paper and shadow
+    accounts the ledger keeps (source ``ledger``, one row each) and, for ``live``, each venue
+    account's latest observation (source ``venue``, session ``''``). A row is one account of
+    one mode: paper and live balances are never summed or merged."""
+    b = Balance
+    conds = _filters(replace(f, symbol=None, since=None, until=None), b, b.ts)
+    if asset is not None:
+        conds.append(b.asset == asset)
+    cols = (b.mode, b.session, b.venue, b.asset, b.free, b.locked, b.source, b.ts)
+    latest = (
+        select(*cols).where(b.source == "venue", *conds)
+        .ext(distinct_on(b.mode, b.session, b.venue, b.asset))
+        .order_by(b.mode, b.session, b.venue, b.asset, b.ts.desc(), b.id.desc())
+        .subquery("latest")
+    )  # fmt: skip
+    ledger = select(*cols).where(b.source == "ledger", *conds)
+    rows = union_all(select(*latest.c), ledger).subquery("balances")
+    key = (rows.c.mode, rows.c.session, rows.c.venue, rows.c.asset)
+    stmt = select(rows)
+    if f.cursor:
+        stmt = stmt.where(tuple_(*key) > tuple_(*decode_cursor("balance", f.cursor,
+                                                               (str, str, str, str))))
+    return _page(engine, stmt.order_by(*key), f, "balance", BALANCE_COLUMNS,
+                 lambda r: (r.mode, r.session, r.venue, r.asset))
 
 
 def load_positions(engine: Engine, sessions: set[tuple[str, str]]) -> list[PositionUpdate]:

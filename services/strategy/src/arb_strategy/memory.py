@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from arb_common.bus import SeenIds
-from arb_common.messages import Envelope, FillEvent, OrderEvent
+from arb_common.messages import BalanceSnapshot, Envelope, FillEvent, OrderEvent
 from arb_common.snapshots import Snapshot, SnapshotReason, snapshot_id
 
 from .engine import Engine
@@ -70,6 +70,8 @@ class StrategyMemory:
             return Applied(payload.symbol, fill=False)
         if isinstance(payload, FillEvent):
             return self._fill(env, payload)
+        if isinstance(payload, BalanceSnapshot):
+            return None  # a paper account's balances: the ledger's, not the strategy's
         raise TypeError(f"not an EXEC event: {env.type}")
 
     def _fill(self, env: Envelope, fill: FillEvent) -> Applied | None:
