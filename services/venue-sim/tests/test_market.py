@@ -116,3 +116,24 @@ def test_cross_venue_spread_beats_fees_every_few_seconds() -> None:
             episodes += is_open and not was_open[symbol]
             was_open[symbol] = is_open
     assert seconds / episodes < 5, episodes
+
+
+def test_symbols_flush_in_their_own_phase_once_per_100ms(sim: Simulator) -> None:
+    """The hub's loop flushes one slot every 10 ms: each symbol once per 10 slots, the
+    symbols of one venue spread over different slots (not all in the same millisecond)."""
+    from arb_venue_sim.binance_ws import SLOTS
+
+    hub = sim.venues["alpha"].hub
+    symbols = sorted(hub.known)
+    conn = _subscribe(sim, "alpha", *(f"{s.lower()}@depth@100ms" for s in symbols))
+    seen: list[set[str]] = []
+    for slot in range(SLOTS * 3):
+        sim.tick(0.01)
+        hub.flush_slot(slot % SLOTS)
+        seen.append({f["data"]["s"] for f in _drain(conn)})
+    for symbol in symbols:
+        slots = [i for i, names in enumerate(seen) if symbol in names]
+        assert len(slots) == 3 and slots[1] - slots[0] == slots[2] - slots[1] == SLOTS, slots
+    assert max(len(names) for names in seen) < len(symbols)  # never all at once
+    other = sim.venues["beta"].hub
+    assert other._slots != hub._slots  # the venues' phases differ too

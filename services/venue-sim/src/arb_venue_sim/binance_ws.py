@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 STREAM_RE = re.compile(r"^([a-z0-9]+)@(depth(5|10|20)?(@100ms|@1000ms)?|bookTicker)$")
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 FLUSH_S = 0.1
+SLOTS = 10  # flush phases per FLUSH_S (see WsHub.flush_slot)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,12 @@ class WsHub:
         self._slow: dict[str, list[DepthEvent]] = {}
         self._best: dict[str, tuple[Any, Any]] = {}
         self.flushes = 0
+        self._symbol_flushes: dict[str, int] = {}
+        # slot -> its symbols: by index, offset per venue (a stable hash of its name)
+        offset = sum(venue.encode()) % SLOTS
+        self._slots: dict[int, list[str]] = {}
+        for i, symbol in enumerate(sorted(self.known)):
+            self._slots.setdefault((i + offset) % SLOTS, []).append(symbol)
 
     # ------------------------------------------------------------ events in
     def on_depth(self, event: DepthEvent) -> None:
@@ -136,19 +143,36 @@ class WsHub:
             self._publish(StreamKey(event.symbol, "ticker", 0, True), raw)
 
     def flush(self) -> None:
-        """Called every 100 ms: diff and partial-book streams."""
-        self.flushes += 1
-        fast, self._fast = self._fast, {}
-        for symbol, events in fast.items():
-            if self.faults.fires("ws_gap"):
-                continue  # these update ids are never sent: clients see a gap
+        """Every symbol's 100 ms flush at once (tests; the hub's own loop staggers them)."""
+        for slot in range(SLOTS):
+            self.flush_slot(slot)
+
+    def flush_slot(self, slot: int) -> None:
+        """The 100 ms flush of the symbols in ``slot``: diff and partial-book streams.
+
+        A real venue's per-symbol ``@100ms`` streams are not phase-locked to one another, so
+        the symbols are spread over :data:`SLOTS` phases 10 ms apart (by their index, offset
+        per venue): each still gets exactly one diff per 100 ms, but subscribers do not get
+        every symbol of every venue in the same millisecond."""
+        symbols = self._slots.get(slot, ())
+        if not symbols:
+            return
+        if slot == 0:
+            self.flushes += 1
+        for symbol in symbols:
+            self._flush_symbol(symbol)
+
+    def _flush_symbol(self, symbol: str) -> None:
+        n = self._symbol_flushes[symbol] = self._symbol_flushes.get(symbol, 0) + 1
+        events = self._fast.pop(symbol, None)
+        if events and not self.faults.fires("ws_gap"):  # a gap: these ids are never sent
             self._publish(StreamKey(symbol, "diff", 0, True), self._diff(symbol, events))
-        slow_due = self.flushes % 10 == 0
+        slow_due = n % 10 == 0
         if slow_due:
-            slow, self._slow = self._slow, {}
-            for symbol, events in slow.items():
-                self._publish(StreamKey(symbol, "diff", 0, False), self._diff(symbol, events))
-        self._publish_partials(slow_due)
+            slow = self._slow.pop(symbol, None)
+            if slow:
+                self._publish(StreamKey(symbol, "diff", 0, False), self._diff(symbol, slow))
+        self._publish_partials(symbol, slow_due)
 
     def _diff(self, symbol: str, events: list[DepthEvent]) -> str:
         bids: dict[Any, Any] = {}
@@ -162,9 +186,9 @@ class WsHub:
             "b": [[w8(p), w8(q)] for p, q in sorted(bids.items(), reverse=True)],
             "a": [[w8(p), w8(q)] for p, q in sorted(asks.items())]}).decode()
 
-    def _publish_partials(self, slow_due: bool) -> None:
+    def _publish_partials(self, symbol: str, slow_due: bool) -> None:
         wanted = {k for c in self.conns for k in c.streams.values()
-                  if k.kind == "partial" and (k.fast or slow_due)}
+                  if k.kind == "partial" and k.symbol == symbol and (k.fast or slow_due)}
         for key in wanted:
             book = self.market.book(self.venue, key.symbol)
             raw = orjson.dumps({
@@ -181,11 +205,14 @@ class WsHub:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        tick = FLUSH_S / SLOTS
         next_at = loop.time()
+        slot = 0
         while True:
-            next_at += FLUSH_S
+            next_at += tick
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-            self.flush()
+            self.flush_slot(slot)
+            slot = (slot + 1) % SLOTS
 
     # ------------------------------------------------------------ connections
     def drop_all(self) -> None:
