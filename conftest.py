@@ -94,6 +94,30 @@ def fresh_database(pg_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def migrated_database(fresh_database: str) -> str:
+    """:func:`fresh_database` at the ledger's Alembic head (``services/state/alembic.ini``)."""
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(Path(__file__).resolve().parent / "services" / "state" / "alembic.ini"))
+    cfg.attributes["url"] = fresh_database
+    command.upgrade(cfg, "head")
+    return fresh_database
+
+
+@pytest.fixture
+def ledger_engine(migrated_database: str):  # type: ignore[no-untyped-def]
+    """A SQLAlchemy engine on :func:`migrated_database`; disposed afterwards."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(migrated_database)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def bus_prefix() -> str:
     """A unique subject/stream prefix: this test's own streams on the shared NATS."""
     return "t" + secrets.token_hex(4)

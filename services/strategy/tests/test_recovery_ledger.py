@@ -7,14 +7,11 @@ open trade are exactly what they were, and the positions equal the ledger's to t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from prometheus_client import REGISTRY
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from strategy_helpers import (
     kill,
@@ -36,17 +33,10 @@ from arb_state.snapshots import SnapshotStore, register
 
 pytestmark = pytest.mark.integration
 
-ALEMBIC_INI = Path(__file__).resolve().parents[2] / "state" / "alembic.ini"
-
 
 @pytest.fixture
-def ledger(fresh_database: str) -> Iterator[Engine]:
-    cfg = Config(str(ALEMBIC_INI))
-    cfg.attributes["url"] = fresh_database
-    command.upgrade(cfg, "head")
-    engine = create_engine(fresh_database)
-    yield engine
-    engine.dispose()
+def ledger(ledger_engine: Engine) -> Engine:
+    return ledger_engine
 
 
 class LedgerSide:
