@@ -5,6 +5,15 @@ Per symbol: ``flat`` → (best executable net spread ≥ ``min_spread_bps``, tra
 cooling down, RiskGuard allows) → ``open`` → (reverse executable spread ≥ ``close_spread_bps``,
 or held ≥ ``max_hold_s``) → ``flat`` with a cooldown. Closes run even when trading is disabled.
 
+A close whose hedge had to fail over (the executor evened its legs on the other venue, undoing
+that venue's close instead) leaves the trade's two positions in place: delta neutral, but
+capital tied up and the round trip's PnL not complete. Once the close's legs and hedges are
+all terminal and even, :meth:`Engine.on_order` knows what it really took off
+(:func:`close_filled`); what is left is the trade again, closed by the next close intent
+(``<trade_id>:<n>:close``, :func:`close_intent_id`), at most ``max_closes`` times — unless a
+new trade of the symbol is open by then (the cooldown normally outlasts the executor's
+hedging: logged as an error, the leftover is left to the operator).
+
 Memory: :meth:`Engine.get_state` / :meth:`Engine.restore_state` round-trip the per-symbol
 trade state exactly (not the books: they are stale after a restart anyway), and
 :meth:`Engine.reconcile_intent` re-applies a decision found on the bus (the last intent of a
@@ -18,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -47,6 +56,7 @@ class EngineConfig:
     # A book that cannot change the decision (the top-of-book bound misses the threshold)
     # skips the depth walk; the best spread (a gauge) is still walked this often per symbol.
     spread_sample_s: float = 0.25
+    max_closes: int = 3  # close intents per trade (the first + re-closes of a leftover)
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,7 @@ class OpenTrade:
     buy_price: Decimal
     sell_price: Decimal
     opened_ns: int
+    closes: int = 0  # close intents sent for it so far
 
 
 @dataclass
@@ -69,6 +80,8 @@ class SymbolState:
     closing: OpenTrade | None = None  # the trade the last close intent was for (abort undoes)
     open_legs: dict[str, Decimal] = field(default_factory=dict)  # side -> filled (terminal)
     spread_at_ns: int = 0  # when the best spread was last walked (for the gauge)
+    exiting: OpenTrade | None = None  # closed by its last close intent, outcome not known yet
+    exit_legs: dict[str, Decimal] = field(default_factory=dict)  # that close's, as open_legs
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,25 @@ def open_filled(trade: OpenTrade, legs: Mapping[str, Decimal]) -> tuple[Decimal,
         elif venue == trade.sell_venue:
             short -= signed
     return max(Decimal(0), min(long, short)), long == short
+
+
+def close_filled(trade: OpenTrade, legs: Mapping[str, Decimal]) -> tuple[Decimal, bool]:
+    """(quantity a close of ``trade`` took off both venues, whether its fills are even):
+    :func:`open_filled` of the close, which buys on the trade's sell venue and sells on its
+    buy venue. A hedge that completed on the short leg's venue counts; one that failed over
+    to the other venue undid that venue's close."""
+    return open_filled(replace(trade, buy_venue=trade.sell_venue,
+                               sell_venue=trade.buy_venue), legs)
+
+
+def close_intent_id(trade_id: str, attempt: int) -> str:
+    """``<trade_id>:close``, then ``<trade_id>:<n>:close`` for the n-th close of a leftover
+    (still ending in ``:close``: its fills are the round trip's closing fills)."""
+    return f"{trade_id}:close" if attempt <= 1 else f"{trade_id}:{attempt}:close"
+
+
+def _legs_key(ev: OrderEvent) -> str:
+    return ev.side if ev.role == "leg" else f"hedge:{ev.venue}:{ev.side}:{ev.client_order_id}"
 
 
 def trade_id_for(session: str, symbol: str, q: Quote) -> str:
@@ -178,12 +210,16 @@ class Engine:
         (cooling down from ``at_ns``, the event's time, default now). Hedge orders of the
         open (``role="hedge"``) count on the venue they traded on (:func:`open_filled`)."""
         st = self.symbols.get(ev.symbol)
-        trade = st.trade if st is not None else None
-        if st is None or trade is None or ev.trade_id != trade.trade_id:
+        if st is not None and st.exiting is not None and ev.status in TERMINAL \
+                and ev.intent_id == close_intent_id(st.exiting.trade_id, st.exiting.closes):
+            self._on_close_order(ev, st, st.exiting)
             return
+        trade = st.trade if st is not None else None
+        if st is None or trade is None or ev.trade_id != trade.trade_id or trade.closes:
+            return  # (a leftover of a close: its open was settled long ago)
         if not ev.intent_id.endswith(":open") or ev.status not in TERMINAL:
             return
-        key = ev.side if ev.role == "leg" else f"hedge:{ev.venue}:{ev.side}:{ev.client_order_id}"
+        key = _legs_key(ev)
         st.open_legs[key] = ev.filled_quantity
         if "buy" not in st.open_legs or "sell" not in st.open_legs:
             return
@@ -205,6 +241,29 @@ class Engine:
                            ev.symbol, trade.trade_id, filled, st.open_legs)
             st.trade = OpenTrade(**{**trade.__dict__, "quantity": filled})
 
+    def _on_close_order(self, ev: OrderEvent, st: SymbolState, trade: OpenTrade) -> None:
+        """A leg or hedge of the last close ended: once they are all known and even, what
+        the close did not take off is the trade again (closed by the next close intent)."""
+        st.exit_legs[_legs_key(ev)] = ev.filled_quantity
+        if "buy" not in st.exit_legs or "sell" not in st.exit_legs:
+            return
+        closed, even = close_filled(trade, st.exit_legs)
+        if not even:
+            return  # the executor is hedging the difference: its hedge orders follow
+        legs, st.exiting, st.exit_legs = st.exit_legs, None, {}
+        left = trade.quantity - closed
+        if left <= 0:
+            return
+        if st.trade is not None or trade.closes >= self.cfg.max_closes:
+            logger.error("close left a position open symbol=%s trade_id=%s left=%s closes=%d "
+                         "legs=%s; not closed again (%s)", ev.symbol, trade.trade_id, left,
+                         trade.closes, legs, "another trade is open" if st.trade else
+                         f"max_closes={self.cfg.max_closes}")
+            return
+        logger.warning("close left a position on both venues symbol=%s trade_id=%s left=%s "
+                       "legs=%s; closing it again", ev.symbol, trade.trade_id, left, legs)
+        st.trade, st.open_legs = replace(trade, quantity=left), {}
+
     def set_venue_ready(self, venue: str, ready: bool) -> None:
         if self.venue_ready is None:
             self.venue_ready = {}
@@ -223,7 +282,7 @@ class Engine:
             st.cooldown_until_ns = self.clock.now_ns() + int(retry_after_s * NS)
         elif (intent.action == "close" and st.trade is None and st.closing is not None
               and st.closing.trade_id == intent.trade_id):
-            st.trade, st.closing = st.closing, None
+            st.trade, st.closing, st.exiting = st.closing, None, None
             st.cooldown_until_ns = 0
 
     # ------------------------------------------------------------ open
@@ -299,8 +358,10 @@ class Engine:
         else:
             return out
         st.trade, st.closing = None, trade
+        st.exiting, st.exit_legs = replace(trade, closes=trade.closes + 1), {}
         st.cooldown_until_ns = now + int(self.cfg.cooldown_s * NS)
-        out.intents.append(self._intent(symbol, trade.trade_id, "close", exit_q, reason))
+        out.intents.append(self._intent(symbol, trade.trade_id, "close", exit_q, reason,
+                                        attempt=trade.closes + 1))
         logger.info("close symbol=%s trade_id=%s reason=%s exit_bps=%.2f held_s=%.1f", symbol,
                     trade.trade_id, reason, exit_q.net_bps, held_s)
         return out
@@ -327,9 +388,11 @@ class Engine:
             buy_seq=0, sell_seq=0, origin_ts=self.clock.now_ns(),
         )
 
-    def _intent(self, symbol: str, trade_id: str, action: str, q: Quote, reason: str) -> Intent:
+    def _intent(self, symbol: str, trade_id: str, action: str, q: Quote, reason: str, *,
+                attempt: int = 1) -> Intent:
         return Intent(
-            intent_id=f"{trade_id}:{action}",
+            intent_id=f"{trade_id}:open" if action == "open" else close_intent_id(trade_id,
+                                                                                   attempt),
             trade_id=trade_id,
             symbol=symbol,
             action="open" if action == "open" else "close",
@@ -368,13 +431,17 @@ class Engine:
             # Only meaningful while a trade is open (they are the outcome of its open legs).
             "open_legs": {s: {side: str(q) for side, q in sorted(st.open_legs.items())}
                           for s, st in items if st.trade and st.open_legs},
+            # A close whose outcome is not known yet: the trade and its legs so far.
+            "exiting": {s: {**_trade_dict(st.exiting),
+                            "legs": {k: str(q) for k, q in sorted(st.exit_legs.items())}}
+                        for s, st in items if st.exiting},
         }
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
         if state.get("v") != 1:
             raise ValueError(f"unsupported engine state version {state.get('v')!r}")
         known = set(self.symbols)
-        for part in ("open", "closing", "cooldown_until", "open_legs"):
+        for part in ("open", "closing", "cooldown_until", "open_legs", "exiting"):
             for symbol in set(state.get(part, {})) - known:
                 logger.warning("engine %s state of a symbol not traded any more symbol=%s",
                                part, symbol)
@@ -384,6 +451,9 @@ class Engine:
             st.cooldown_until_ns = int(state.get("cooldown_until", {}).get(symbol, 0))
             legs = state.get("open_legs", {}).get(symbol, {})
             st.open_legs = {side: D(q) for side, q in legs.items()}
+            exiting = state.get("exiting", {}).get(symbol)
+            st.exiting = _trade(exiting)
+            st.exit_legs = {k: D(q) for k, q in exiting["legs"].items()} if exiting else {}
 
     def reconcile_intent(self, intent: Intent, ts: int) -> bool:
         """Apply a decision published at ``ts`` that the restored state may not know (the last
@@ -402,11 +472,26 @@ class Engine:
         if st.trade is not None and st.trade.trade_id != intent.trade_id:
             logger.warning("last intent closes another trade symbol=%s open=%s closed=%s; flat",
                            intent.symbol, st.trade.trade_id, intent.trade_id)
-        if st.trade is None and st.cooldown_until_ns == until:
+        exiting = self._exit_of(st, intent)
+        if st.trade is None and st.cooldown_until_ns == until and exiting is None:
             return False
+        if exiting is not None:  # its outcome follows in the EXEC events replayed next
+            st.exiting, st.exit_legs = exiting, {}
         st.trade, st.closing, st.open_legs = None, None, {}
         st.cooldown_until_ns = until
         return True
+
+    @staticmethod
+    def _exit_of(st: SymbolState, intent: Intent) -> OpenTrade | None:
+        """The close ``intent`` awaiting its outcome, if the state does not know it yet: of
+        the open trade, or a later close of the trade whose last close it knows."""
+        attempt = _close_attempt(intent)
+        known = st.exiting
+        if known is not None and known.trade_id == intent.trade_id and known.closes >= attempt:
+            return None
+        base = next((t for t in (st.trade, known) if t is not None
+                     and t.trade_id == intent.trade_id), None)
+        return replace(base, closes=attempt, quantity=intent.quantity) if base else None
 
 
 def _open_trade(intent: Intent, opened_ns: int) -> OpenTrade:
@@ -415,6 +500,12 @@ def _open_trade(intent: Intent, opened_ns: int) -> OpenTrade:
         quantity=intent.quantity, entry_spread_bps=intent.net_spread_bps,
         buy_price=intent.buy_price, sell_price=intent.sell_price, opened_ns=opened_ns,
     )
+
+
+def _close_attempt(intent: Intent) -> int:
+    """n of a close intent id ``<trade_id>:<n>:close`` (1 for ``<trade_id>:close``)."""
+    middle = intent.intent_id.removeprefix(f"{intent.trade_id}:").removesuffix(":close")
+    return int(middle) if middle.isdigit() else 1
 
 
 def _trade_dict(trade: OpenTrade) -> dict[str, Any]:
@@ -429,4 +520,5 @@ def _trade(raw: Mapping[str, Any] | None) -> OpenTrade | None:
         sell_venue=str(raw["sell_venue"]), quantity=D(raw["quantity"]),
         entry_spread_bps=D(raw["entry_spread_bps"]), buy_price=D(raw["buy_price"]),
         sell_price=D(raw["sell_price"]), opened_ns=int(raw["opened_ns"]),
+        closes=int(raw.get("closes", 0)),
     )

@@ -1,8 +1,12 @@
 """Per-trade realized PnL from fills.
 
 A trade (``trade_id``) is complete once the quantity bought equals the quantity sold over
-all its fills (hedges included) and either closing fills exist on both sides or every venue
-it traded on is flat again (an open whose legs the executor unwound). Its PnL is the sell
+all its fills (hedges included) and every venue it traded on is flat again (closed, or an
+open whose legs the executor unwound). Closing fills on both sides are not enough: a close
+whose hedge failed over to the other venue has them, and leaves the trade's positions on
+both venues until the strategy closes that leftover (its fills complete the trade). A
+trade restored from a state that did not record the venues completes on closing fills on
+both sides, as before. Its PnL is the sell
 proceeds minus the buy costs minus fees in the quote asset (fees charged in the base asset
 are valued at the fill price; fees in any other asset are not counted and logged).
 
@@ -82,11 +86,11 @@ class PnlTracker:
             trade.venue_net[fill.venue] = trade.venue_net.get(fill.venue, ZERO) + signed
         if trade.bought != trade.sold:
             return None
-        closed = trade.close_bought > 0 and trade.close_sold > 0
-        flat = trade.venue_net is not None and all(q == 0 for q in trade.venue_net.values())
-        if closed or flat:
-            return self._complete(fill.trade_id, trade)
-        return None
+        if trade.venue_net is None:  # restored without venues: closing fills both sides
+            done = trade.close_bought > 0 and trade.close_sold > 0
+        else:
+            done = all(q == 0 for q in trade.venue_net.values())
+        return self._complete(fill.trade_id, trade) if done else None
 
     def _complete(self, trade_id: str, trade: _Trade) -> TradeResult:
         del self._open[trade_id]
