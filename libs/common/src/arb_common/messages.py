@@ -57,7 +57,8 @@ class VenueStatus(msgspec.Struct, kw_only=True, frozen=True):
 class Intent(msgspec.Struct, kw_only=True, frozen=True):
     """Buy ``quantity`` on ``buy_venue`` and sell it on ``sell_venue``, now."""
 
-    intent_id: str  # deterministic: f"{trade_id}:{action}"
+    intent_id: str  # deterministic: f"{trade_id}:{action}"; a leftover's n-th close
+    # (arb_strategy.engine.close_intent_id): f"{trade_id}:{n}:close"
     trade_id: str  # one arbitrage round trip (open + close share it)
     symbol: str
     action: Literal["open", "close"]
