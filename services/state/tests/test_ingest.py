@@ -239,3 +239,19 @@ def test_any_text_round_trips_exactly(engine: Engine, ingest: Ingest) -> None:
         row = conn.execute(select(Order.reason, Order.intent_id, Order.trade_id, Order.quantity,
                                   Order.venue_order_id)).one()
     assert tuple(row) == (odd, "NULL", "", D("0.0000001"), None)
+
+
+def test_the_pipeline_writer_plans_each_statement_once(ledger_url: str) -> None:
+    """Generic plans (custom plans of the orders merge cost 4x its execution)."""
+
+    async def run() -> str:
+        writer = LedgerWriter(ledger_url)
+        try:
+            conn = await writer._connection()
+            row = await (await conn.execute("SHOW plan_cache_mode")).fetchone()
+            assert row is not None
+            return str(row[0])
+        finally:
+            await writer.close()
+
+    assert asyncio.run(run()) == "force_generic_plan"

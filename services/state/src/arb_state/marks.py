@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.engine import Connection
 
 from arb_common.bus import Bus
+from arb_common.books import LazyBook, decode_book
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.ledger import Fill
 from arb_common.messages import Book, Envelope
@@ -48,17 +49,24 @@ class Marks:
 
     async def start(self, bus: Bus) -> None:
         """Subscribe to every venue's books (``md.book.*.*``, with the bus prefix)."""
-        await bus.subscribe(bus.subjects.any("md.book.*.*"), self.on_book, where="marks")
+        # Only the best prices are read: the levels are never decoded (LazyBook).
+        await bus.subscribe(bus.subjects.any("md.book.*.*"), self.on_book, where="marks",
+                            decoder=decode_book)
 
     async def on_book(self, env: Envelope, payload: Any) -> None:
-        if isinstance(payload, Book):
+        if isinstance(payload, (Book, LazyBook)):
             self.update(payload)
 
-    def update(self, book: Book) -> None:
+    def update(self, book: Book | LazyBook) -> None:
         """Record the book's mid (ignored while either side is empty: no two-sided price)."""
-        if not book.bids or not book.asks:
+        if isinstance(book, LazyBook):
+            bid, ask = book.best_bid(), book.best_ask()
+        else:
+            bid = book.bids[0][0] if book.bids else None
+            ask = book.asks[0][0] if book.asks else None
+        if bid is None or ask is None:
             return
-        mid = (book.bids[0][0] + book.asks[0][0]) / TWO
+        mid = (bid + ask) / TWO
         self._mids[(book.venue, book.symbol)] = (mid, self._clock.monotonic_ns())
 
     def mid(self, venue: str, symbol: str) -> Decimal | None:
