@@ -20,8 +20,8 @@ from typing import Any, Protocol
 from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.engine import Connection
 
-from arb_common.bus import Bus
 from arb_common.books import LazyBook, decode_book
+from arb_common.bus import Bus
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.ledger import Fill
 from arb_common.messages import Book, Envelope
