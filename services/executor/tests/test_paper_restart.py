@@ -283,3 +283,24 @@ async def test_a_fill_landing_while_the_balances_are_published_is_taken_in_first
         assert seqs[0] == late + 1
         snaps = await _balance_snapshots(bus)
         assert snaps[0][0] == late and snaps[0][1].balances["USDT"] == D("899.9")
+
+
+async def test_a_venue_whose_first_events_expired_without_a_snapshot_is_not_published(
+        nats_url: str, bus_prefix: str, cleanup_streams: None) -> None:
+    async with connected_bus(nats_url, bus_prefix, "executor", session="s1") as bus:
+        await filled_order(bus, "alpha", "A1", "buy", [("0.5", "100", "0.05")])  # seq 1..3
+        stream = bus.subjects.stream_name("EXEC")
+        await bus.js.delete_msg(stream, 1)  # the oldest event aged out (max_age)
+        await build_paper_venues(bus, settings(bus_prefix, nats_url), {}, RULES)
+        assert [s.venue for _, s in await _balance_snapshots(bus)] == ["beta"]
+    # A session whose snapshot is still there: its fills after it make the whole account.
+    async with connected_bus(nats_url, bus_prefix, "executor", session="s2") as bus:
+        s2 = ExecutorSettings(nats_url=nats_url, bus_prefix=bus_prefix, session="s2",
+                              venues="alpha,beta", paper_balances=START)
+        await build_paper_venues(bus, s2, {}, RULES)
+        await filled_order(bus, "alpha", "A2", "buy", [("0.5", "100", "0.05")])
+        venues = await build_paper_venues(bus, s2, {}, RULES)
+        snaps = [s for _, s in await _balance_snapshots(bus)]
+        assert [s.venue for s in snaps] == ["beta", "alpha", "beta", "alpha", "beta"]
+        assert snaps[-2].balances == venues["alpha"].balances()
+        assert venues["alpha"].balances()["USDT"] == D("949.95")

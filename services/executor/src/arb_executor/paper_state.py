@@ -18,7 +18,9 @@ Once rebuilt, the venues' balances are published as one snapshot per venue
 session's start balances (and, in shadow, the live account's) reach the ledger, which folds
 EXEC the same way (``arb_state.ingest``), so the ledger's paper balances and the executor's
 agree after any restart. A later session start (or config change) keeps the session's
-account: its last snapshot wins over ``ARB_PAPER_BALANCES``.
+account: its last snapshot wins over ``ARB_PAPER_BALANCES``. A venue whose replay is not the
+whole story is not published (logged; the ledger keeps its account): EXEC no longer holds
+its first events (retention) and none of its snapshots, yet it holds fills of it.
 
 A fill computed but never published (crash before its events) is forgotten, as it should be:
 the redelivered intent fills anew, exactly once in the ledger. Events of other sessions and
@@ -64,8 +66,20 @@ class PaperReplay:
         self.snapshots = 0  # balance snapshots applied
         self.replaying = True
         self.follower: Follower | None = None
+        self.first_seq: int | None = None  # the first EXEC sequence replayed (1: all of it)
+        self.filled: set[str] = set()  # venues with fills of this session replayed
+        self.anchored: set[str] = set()  # venues with a balance snapshot replayed
 
-    async def on_event(self, _seq: int, env: Envelope, payload: Any) -> None:
+    def partial(self) -> set[str]:
+        """Venues whose replayed balances may miss fills: EXEC lost its first events and
+        holds no snapshot of them (their fills after it do not make an account)."""
+        if self.first_seq is None or self.first_seq <= 1:
+            return set()
+        return self.filled - self.anchored
+
+    async def on_event(self, seq: int, env: Envelope, payload: Any) -> None:
+        if self.first_seq is None:
+            self.first_seq = seq
         if env.mode != self.mode or env.session != self.session:
             self.ignored += 1
             return
@@ -75,11 +89,14 @@ class PaperReplay:
             return
         if isinstance(payload, FillEvent):
             self.fills += venue.record_fill(payload)
+            if self.replaying and payload.venue not in self.anchored:
+                self.filled.add(payload.venue)
         elif isinstance(payload, OrderEvent):
             self.orders += venue.record_order(payload)
         elif isinstance(payload, BalanceSnapshot) and self.replaying:
             venue.set_balances(payload.balances)
             self.snapshots += 1
+            self.anchored.add(payload.venue)
 
     async def start(self, bus: Bus, *, timeout_s: float = 120.0) -> None:
         """Replay everything stored, then keep following; returns once caught up."""
@@ -200,14 +217,20 @@ async def build_paper_venues(
     """
     if books is None:
         books = BookCache(clock)
-        await bus.subscribe(bus.subjects.any("md.book.*.*"), books.on_book, where="md.book")
+        await books.subscribe(bus)
     venues = make_paper_venues(books, settings, venue_cfgs, rules, clock=clock)
     replay = PaperReplay(venues, mode=settings.mode.value, session=settings.session)
     await replay.start(bus, timeout_s=replay_timeout_s)
     if prepare is not None:
         await prepare(venues)
     assert replay.follower is not None
-    await publish_balances(bus, venues, replay.follower)
+    partial = replay.partial()
+    for v in sorted(partial):
+        logger.error("paper balances not published venue=%s session=%s: EXEC starts at seq %s "
+                     "(retention) with fills of it and no balance snapshot; the ledger keeps "
+                     "its account", v, settings.session, replay.first_seq)
+    await publish_balances(bus, {v: p for v, p in venues.items() if v not in partial},
+                           replay.follower)
     for v, venue in venues.items():
         logger.info("paper venue ready venue=%s mode=%s orders=%d balances=%s", v, venue.mode,
                     len(venue.orders),
