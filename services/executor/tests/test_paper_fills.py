@@ -77,3 +77,25 @@ def test_book_cache_keeps_the_newest_sequence() -> None:
     cache.update(newer)
     cache.update(older)
     assert cache.get("alpha", "BTC-USDT") == newer
+
+
+def test_book_cache_decodes_a_lazy_book_when_used_and_drops_a_bad_one() -> None:
+    import msgspec
+    from prometheus_client import REGISTRY
+
+    from arb_common.books import decode_book
+    from arb_common.messages import encode
+
+    def wire(book: Book) -> bytes:
+        return encode(book, msg_id="b", source="t", session="s", mode="paper", ts=1)
+
+    good = Book(venue="alpha", symbol="BTC-USDT", seq=3, bids=[(D("99"), D("5"))],
+                asks=[(D("101"), D("5"))], recv_ts=1)
+    cache = BookCache()
+    cache.update(decode_book(wire(good))[1])
+    assert cache.get("alpha", "BTC-USDT") == good
+    bad = wire(msgspec.structs.replace(good, seq=4)).replace(b'"101"', b'"1x1"')
+    before = REGISTRY.get_sample_value("arb_executor_bad_books_total") or 0.0
+    cache.update(decode_book(bad)[1])
+    assert cache.get("alpha", "BTC-USDT") is None
+    assert REGISTRY.get_sample_value("arb_executor_bad_books_total") == before + 1

@@ -147,7 +147,7 @@ async def start(rt: ServiceRuntime) -> None:
     bus: Bus = await connect_bus(rt)
     # Latest books: the paper fill model, and the hedger's venue choice in every mode.
     books = BookCache()
-    await bus.subscribe(bus.subjects.any("md.book.*.*"), books.on_book, where="md.book")
+    await books.subscribe(bus)
     venues = await build_venues(rt, s, bus, closers, books)
     gate = Gate(s.venue_list)
     await gate.start(bus)

@@ -36,6 +36,10 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+from prometheus_client import Counter
+
+from arb_common.books import BookError, LazyBook, decode_book
+from arb_common.bus import Bus
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.messages import Book, FillEvent, Level, OrderEvent, Side
 from arb_common.money import ZERO, D, quantize
@@ -43,6 +47,9 @@ from arb_common.money import ZERO, D, quantize
 from .venue_client import DuplicateOrder, MarketRules, OrderRejected, VenueFill, VenueOrder
 
 logger = logging.getLogger(__name__)
+
+BAD_BOOKS = Counter("arb_executor_bad_books_total",
+                    "Books whose levels did not decode when an order or a hedge needed them")
 
 # Binance's own texts (codes -1121, -2010, -1013).
 INVALID_SYMBOL = "Invalid symbol."
@@ -59,14 +66,22 @@ _TERMINAL = frozenset({"FILLED", "CANCELED", "EXPIRED", "REJECTED"})
 
 
 class BookCache:
-    """Latest book per (venue, symbol), with when it arrived (for the staleness check)."""
+    """Latest book per (venue, symbol), with when it arrived (for the staleness check).
+
+    Books arrive as :class:`~arb_common.books.LazyBook` (:meth:`subscribe`): keeping one costs
+    no level decoding; :meth:`get` decodes (once) the book an order or a hedge really uses,
+    and answers None for one whose levels do not decode (counted, logged)."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self.clock = clock
-        self._books: dict[tuple[str, str], Book] = {}
+        self._books: dict[tuple[str, str], Book | LazyBook] = {}
         self._arrived: dict[tuple[str, str], int] = {}
 
-    def update(self, book: Book) -> None:
+    async def subscribe(self, bus: Bus) -> None:
+        await bus.subscribe(bus.subjects.any("md.book.*.*"), self.on_book, where="md.book",
+                            decoder=decode_book)
+
+    def update(self, book: Book | LazyBook) -> None:
         key = (book.venue, book.symbol)
         cur = self._books.get(key)
         if cur is None or book.seq >= cur.seq:
@@ -74,7 +89,18 @@ class BookCache:
             self._arrived[key] = self.clock.now_ns()
 
     def get(self, venue: str, symbol: str) -> Book | None:
-        return self._books.get((venue, symbol))
+        book = self._books.get((venue, symbol))
+        if isinstance(book, LazyBook):
+            try:
+                book = book.to_book()
+            except BookError as exc:
+                BAD_BOOKS.inc()
+                logger.error("bad book not used venue=%s symbol=%s error=%s", venue, symbol,
+                             exc)
+                del self._books[(venue, symbol)]
+                return None
+            self._books[(venue, symbol)] = book
+        return book
 
     def age_s(self, venue: str, symbol: str) -> float | None:
         """Seconds since the book was received (by market-data when it says, else by us)."""
@@ -87,7 +113,7 @@ class BookCache:
             seen = min(seen, book.recv_ts)
         return max(0.0, (self.clock.now_ns() - seen) / 1e9)
 
-    async def on_book(self, _env: Any, book: Book) -> None:
+    async def on_book(self, _env: Any, book: Book | LazyBook) -> None:
         self.update(book)
 
 
