@@ -217,7 +217,7 @@ async def build_paper_venues(
     """
     if books is None:
         books = BookCache(clock)
-        await bus.subscribe(bus.subjects.any("md.book.*.*"), books.on_book, where="md.book")
+        await books.subscribe(bus)
     venues = make_paper_venues(books, settings, venue_cfgs, rules, clock=clock)
     replay = PaperReplay(venues, mode=settings.mode.value, session=settings.session)
     await replay.start(bus, timeout_s=replay_timeout_s)
