@@ -154,6 +154,7 @@ async def start(rt: ServiceRuntime) -> None:
     rt.readiness.probe("gate", gate.report)
     balances = Balances(venues, refresh_s=s.balance_refresh_s)
     rt.spawn(balances.run(rt.stopping), "balances")
+    rt.on_shutdown(balances.close)
     executor = IntentExecutor(
         bus, venues, gate, max_age_s=s.intent_max_age_s, resolve_s=s.unknown_resolve_s,
         books=books, balances=balances,

@@ -80,7 +80,6 @@ class IntentExecutor:
         self.runner = LegRunner(self.sink, self.attempted, resolve_s=resolve_s)
         self.balances = balances
         self.hedger = Hedger(bus, self.runner, venues, books, balances, hedge)
-        self._refreshing: set[asyncio.Task[None]] = set()
 
     async def handle(self, env: Envelope, intent: Any) -> None:
         if not isinstance(intent, Intent):
@@ -160,10 +159,8 @@ class IntentExecutor:
         self._book_fills(intent, outcome.hedges)
         if self.balances is not None and (any(m.state.filled_quantity for m in legs)
                                           or outcome.hedges):
-            for v in {intent.buy_venue, intent.sell_venue}:  # off the hot path
-                task = asyncio.create_task(self.balances.refresh(v))
-                self._refreshing.add(task)
-                task.add_done_callback(self._refreshing.discard)
+            for v in (intent.buy_venue, intent.sell_venue):  # off the hot path, coalesced
+                self.balances.refresh_soon(v)
 
     @staticmethod
     def _shadow_record(intent: Intent, legs: list[OrderMachine]) -> None:

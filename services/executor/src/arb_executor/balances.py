@@ -30,11 +30,35 @@ FREE = Gauge("arb_executor_balance_free", "Free balance as last known", ["venue"
 
 class Balances:
     def __init__(self, venues: Mapping[str, Any], *, refresh_s: float = 5.0,
-                 buy_buffer: Decimal = Decimal("0.005")) -> None:
+                 buy_buffer: Decimal = Decimal("0.005"), after_fill_s: float = 0.5) -> None:
         self.venues = venues
         self.refresh_s = refresh_s
         self.buy_buffer = buy_buffer  # a market buy may fill above the expected price
+        self.after_fill_s = after_fill_s
         self.free: dict[str, dict[str, Decimal]] = {}
+        self._soon: dict[str, asyncio.Task[None]] = {}  # venue -> its coalesced refresh
+
+    def refresh_soon(self, venue: str) -> None:
+        """Re-read ``venue`` ``after_fill_s`` from now (the fills are already applied
+        locally); every request until then shares that one read, so a burst of intents does
+        not put an account request (and ccxt's balance parsing) beside each of its orders."""
+        if venue in self._soon:
+            return
+        task = asyncio.create_task(self._refresh_later(venue), name=f"balances:{venue}")
+        self._soon[venue] = task
+
+    async def _refresh_later(self, venue: str) -> None:
+        try:
+            await asyncio.sleep(self.after_fill_s)
+        finally:
+            self._soon.pop(venue, None)  # a request from now on schedules the next read
+        await self.refresh(venue)
+
+    async def close(self) -> None:
+        tasks = list(self._soon.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def refresh(self, venue: str) -> None:
         tv = self.venues[venue]
