@@ -70,13 +70,21 @@ class Engine:
         self._next_trade_id = base
         self.records: list[Order] = []  # every order received, rejected ones included
         self.orders: dict[int, Order] = {}
+        # Orders that may still be open (pruned as they close): every tick and every new
+        # order looks at the open ones, which must not cost more as the history grows.
+        self._maybe_open: dict[int, Order] = {}
         self.by_client: dict[tuple[str, str], Order] = {}  # (symbol, client id) -> latest
         self.trades: list[Trade] = []
 
     # ------------------------------------------------------------------ queries
     def open_orders(self, symbol: str | None = None) -> list[Order]:
-        return [o for o in self.orders.values()
-                if o.is_open and (symbol is None or o.symbol == symbol)]
+        out: list[Order] = []
+        for order_id, o in list(self._maybe_open.items()):
+            if not o.is_open:
+                del self._maybe_open[order_id]
+            elif symbol is None or o.symbol == symbol:
+                out.append(o)
+        return out
 
     def find(self, symbol: str, order_id: int | None, client_id: str | None) -> Order | None:
         if order_id is not None:
@@ -120,8 +128,7 @@ class Engine:
     def _place(self, req: OrderRequest) -> Order:
         spec = self.market.by_wire[req.symbol]
         if req.client_order_id:
-            dup = [o for o in self.orders.values()
-                   if o.is_open and o.client_order_id == req.client_order_id]
+            dup = [o for o in self.open_orders() if o.client_order_id == req.client_order_id]
             if dup:
                 raise BinanceError(-2010, "Duplicate order sent.", reason="duplicate")
         check_filters(spec, req, self._reference_price(spec, req))
@@ -234,6 +241,7 @@ class Engine:
             orig_quote_qty=req.quote_qty if req.quote_qty is not None else ZERO,
             time=now, update_time=now, external=req.external)
         self.orders[order_id] = order
+        self._maybe_open[order_id] = order
         self.by_client[(spec.wire, client_id)] = order
         self.records.append(order)
         return order
