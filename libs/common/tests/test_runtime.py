@@ -68,3 +68,21 @@ async def test_not_ready_until_start_returned_even_before_the_service_registered
     finally:
         rt.stopping.set()
         await asyncio.wait_for(main, 10)
+
+
+def test_event_loop_setting_picks_uvloop_by_default() -> None:
+    import uvloop
+    from pydantic import ValidationError
+
+    from arb_common.runtime import loop_factory
+    from arb_common.settings import CommonSettings
+
+    assert CommonSettings().event_loop == "uvloop"
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
+    try:
+        CommonSettings(event_loop="trio")  # type: ignore[arg-type]
+    except ValidationError as exc:
+        assert "event_loop" in str(exc)
+    else:
+        raise AssertionError("a bad event_loop was accepted")

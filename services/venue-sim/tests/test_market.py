@@ -137,3 +137,14 @@ def test_symbols_flush_in_their_own_phase_once_per_100ms(sim: Simulator) -> None
     assert max(len(names) for names in seen) < len(symbols)  # never all at once
     other = sim.venues["beta"].hub
     assert other._slots != hub._slots  # the venues' phases differ too
+
+
+def test_the_market_ticks_in_groups_every_symbol_once_per_interval(sim: Simulator) -> None:
+    groups = sim.tick_groups()
+    flat = [s for g in groups for s in g]
+    assert sorted(flat) == sorted(sim.market.models) and len(flat) == len(set(flat))
+    books = {s: sim.market.book("alpha", sim.market.specs[s].wire) for s in flat}
+    before = {s: b.update_id for s, b in books.items()}
+    sim.tick(0.05, groups[0])
+    moved = {s for s, b in books.items() if b.update_id != before[s]}
+    assert moved <= set(groups[0]) and moved  # only the group's books moved

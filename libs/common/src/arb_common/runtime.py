@@ -189,7 +189,8 @@ class ServiceRuntime:
 
     def run(self, start: Callable[[ServiceRuntime], Awaitable[None]]) -> None:
         setup_logging(self.name, self.settings.log_level)
-        code = asyncio.run(self._main(start))
+        with asyncio.Runner(loop_factory=loop_factory(self.settings.event_loop)) as runner:
+            code = runner.run(self._main(start))
         raise SystemExit(code)
 
     async def _main(self, start: Callable[[ServiceRuntime], Awaitable[None]]) -> int:
@@ -250,6 +251,19 @@ class ServiceRuntime:
         stop_wait.cancel()
         logger.info("stopped service=%s", self.name)
         return 1 if self._fatal is not None else 0
+
+
+def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``uvloop`` (when installed; it comes with ``uvicorn[standard]``) or None: the stock
+    loop."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - a platform without uvloop wheels
+            logger.warning("uvloop not installed: the standard asyncio event loop runs")
+            return None
+        return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return None
 
 
 async def connect_bus(rt: ServiceRuntime) -> Any:

@@ -11,7 +11,7 @@ import hashlib
 import os
 import sys
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +55,9 @@ class CommonSettings(BaseSettings):
     http_port: int = Field(default=8080, ge=1, le=65535)
     control_token: SecretStr | None = None
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # The asyncio event loop implementation: uvloop (libuv; about half the per-message and
+    # per-request cost of the stock loop) or the standard library's.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     venues: str = Field(default="alpha,beta", pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$")
     symbols: str = Field(
         default="BTC-USDT,ETH-USDT,SOL-USDT",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .book import Book, DepthEvent
 from .config import SimSettings, SymbolSpec, symbol_spec
 from .pricing import PriceModel, PriceParams
@@ -40,11 +42,13 @@ class Market:
     def book(self, venue: str, wire_symbol: str) -> Book:
         return self.books[(venue, wire_symbol)]
 
-    def step(self, dt: float) -> list[DepthEvent]:
-        """Advance every price model by ``dt`` seconds and move the books."""
+    def step(self, dt: float, symbols: Iterable[str] | None = None) -> list[DepthEvent]:
+        """Advance the price models of ``symbols`` (default: every one) by ``dt`` seconds and
+        move their books."""
         self.ticks += 1
         events: list[DepthEvent] = []
-        for symbol, model in self.models.items():
+        chosen = self.models if symbols is None else {s: self.models[s] for s in symbols}
+        for symbol, model in chosen.items():
             if dt > 0:
                 model.step(dt)
             wire = self.specs[symbol].wire
