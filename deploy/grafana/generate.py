@@ -287,6 +287,18 @@ def overview() -> Dashboard:
                     q("arb_strategy_restored", "restored"),
                     q("arb_strategy_exec_seq", "EXEC seq applied"),
                 ), width=12),
+                Panel("GC pauses p99 (startup objects frozen)",
+                      (q("histogram_quantile(0.99, sum by (job, generation, le) "
+                         "(rate(arb_gc_pause_seconds_bucket[5m])))", "{{job}} gen {{generation}}"),),
+                      unit="s", width=12,
+                      description="Garbage-collector pauses per service and generation "
+                                  "(arb_gc_pause_seconds); they stall that service's loop."),
+                Panel("Bad books (5 m)", (
+                    q('increase(arb_strategy_bad_messages_total{kind="bad_book"}[5m])',
+                      "strategy"),
+                    q("increase(arb_executor_bad_books_total[5m])", "executor"),
+                ), decimals=0, width=12,
+                      description="Books whose levels did not decode when used (dropped)."),
             )),
         ),
     )

@@ -36,6 +36,8 @@ EXPOSURE_LIMIT = Gauge("arb_strategy_exposure_limit",
 BAD_MESSAGES = Counter(
     "arb_strategy_bad_messages_total", "Bus messages of an unexpected type or content", ["kind"]
 )
+for _kind in ("not_a_book", "bad_book", "exec", "control"):  # exported at 0 from the start
+    BAD_MESSAGES.labels(_kind)
 PUBLISH_ERRORS = Counter(
     "arb_strategy_publish_errors_total", "Intents that could not be published", ["symbol"]
 )
