@@ -289,7 +289,8 @@ def overview() -> Dashboard:
                 ), width=12),
                 Panel("GC pauses p99 (startup objects frozen)",
                       (q("histogram_quantile(0.99, sum by (job, generation, le) "
-                         "(rate(arb_gc_pause_seconds_bucket[5m])))", "{{job}} gen {{generation}}"),),
+                         "(rate(arb_gc_pause_seconds_bucket[5m])))",
+                         "{{job}} gen {{generation}}"),),
                       unit="s", width=12,
                       description="Garbage-collector pauses per service and generation "
                                   "(arb_gc_pause_seconds); they stall that service's loop."),
