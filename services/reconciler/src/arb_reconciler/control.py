@@ -43,7 +43,7 @@ class Control:
         try:
             req = orjson.loads(msg.data) if msg.data else {}
             venue = req.get("venue") if isinstance(req, dict) else None
-            if venue not in self.gates:
+            if not isinstance(venue, str) or venue not in self.gates:
                 raise ValueError(f"'venue' must be one of {', '.join(self.gates)}")
         except ValueError as exc:
             await _reply(msg, {"ok": False, "error": str(exc)})
