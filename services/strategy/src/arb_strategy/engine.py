@@ -291,11 +291,16 @@ class Engine:
         """No decision on this book; the best spread walked if the gauge is due."""
         if now - st.spread_at_ns < self.cfg.spread_sample_s * NS:
             return Decision()
+        return self._walk(symbol, st, fresh, now)[1]
+
+    def _walk(self, symbol: str, st: SymbolState, fresh: dict[str, Book],
+              now: int) -> tuple[Quote | None, Decision]:
+        """The best open quote walked through depth, and a Decision showing its spread."""
         best = best_quote(fresh, self.cfg.order_qty[symbol], self.fees)
         if best is None:
-            return Decision()
+            return None, Decision()
         st.spread_at_ns = now
-        return Decision(spread_bps=best.net_bps)
+        return best, Decision(spread_bps=best.net_bps)
 
     def _maybe_open(self, symbol: str, st: SymbolState, fresh: dict[str, Book],
                     now: int) -> Decision:
@@ -303,9 +308,7 @@ class Engine:
         if bound is None or bound < self.cfg.min_spread_bps:
             # Even the top of the books misses the threshold: walking depth cannot reach it.
             return self._sampled_spread(symbol, st, fresh, now)
-        st.spread_at_ns = now
-        best = best_quote(fresh, self.cfg.order_qty[symbol], self.fees)
-        out = Decision(spread_bps=best.net_bps if best else None)
+        best, out = self._walk(symbol, st, fresh, now)
         if best is None or best.net_bps < self.cfg.min_spread_bps:
             return out
         if not self.trading_enabled or now < st.cooldown_until_ns:
@@ -345,9 +348,7 @@ class Engine:
             if exit_bound is None or exit_bound < self.cfg.close_spread_bps:
                 # No exit quote can revert (or none exists) and it is not time yet.
                 return self._sampled_spread(symbol, st, fresh, now)
-        st.spread_at_ns = now
-        best = best_quote(fresh, self.cfg.order_qty[symbol], self.fees)
-        out = Decision(spread_bps=best.net_bps if best else None)
+        out = self._walk(symbol, st, fresh, now)[1]
         exit_q = self._exit_quote(trade, fresh)
         if exit_q is not None and exit_q.net_bps >= self.cfg.close_spread_bps:
             reason = "reverted"
