@@ -256,3 +256,26 @@ async def test_streams_are_provisioned_with_the_configured_replicas(
         with pytest.raises(nats.js.errors.APIError) as refused:
             await three.provision()
         assert refused.value.err_code == 10074, refused.value  # replicas > 1 not supported
+
+
+async def test_close_never_hangs_on_a_task_that_ignores_its_cancellation(
+        nats_url: str, bus_prefix: str, cleanup_streams: None) -> None:
+    async with connected_bus(nats_url, bus_prefix) as b:
+        release = asyncio.Event()
+
+        async def stubborn() -> None:
+            while not release.is_set():
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    pass  # swallowed: the old close awaited this forever
+
+        task = asyncio.create_task(stubborn())
+        b._tasks.append(task)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(b.close(tasks_timeout_s=0.3), timeout=5)
+        assert loop.time() - started < 3 and b.nc.is_closed
+        release.set()
+        task.cancel()
+        await asyncio.wait({task}, timeout=1)

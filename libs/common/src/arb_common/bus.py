@@ -205,16 +205,25 @@ class Bus:
                 continue
             await self.js.update_stream(config=cfg)
 
-    async def close(self) -> None:
+    async def close(self, *, tasks_timeout_s: float = 5.0) -> None:
+        """Stop the bus's tasks (consumers, followers), then flush and close NATS.
+
+        A task still running ``tasks_timeout_s`` after its cancellation (one that swallowed
+        it, or waits on something that never comes) is logged and left behind: closing the
+        connection ends it, and shutdown never hangs on it."""
         self._stopping.set()
-        for task in self._tasks:
+        tasks, self._tasks = list(self._tasks), []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-                pass
-        self._tasks.clear()
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=tasks_timeout_s)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    logger.debug("bus task ended with error name=%s error=%r",
+                                 task.get_name(), task.exception())
+            for task in pending:
+                logger.error("bus task still running %.1f s after cancel name=%s; closing "
+                             "NATS under it", tasks_timeout_s, task.get_name())
         if self._nc is not None and not self._nc.is_closed:
             # Not drain(): nats-py never completes a drain with pull subscriptions alive.
             # Consumers are cancelled above, so flush what we published and close.
