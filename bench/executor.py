@@ -418,7 +418,7 @@ async def run_acks(bus: Bus, obs: Observer, ex: Proc, args: argparse.Namespace,
                   [(t.puback - t.t0) / MS for t in tracks]),
         summarize("  executor: intent stamped -> first leg NEW stamped",
                   [(t.first_new - t.t0) / MS for t in ok if t.first_new]),
-        summarize("  executor: first NEW -> both legs acked stamped (NEW PubAck + REST)",
+        summarize("  executor: first NEW -> both legs acked stamped (REST; NEW stored meanwhile)",
                   [(max(t.acked_stamp.values()) - t.first_new) / MS for t in ok
                    if t.first_new]),
         summarize("  bus: last leg acked stamped -> harness received",

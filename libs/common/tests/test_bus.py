@@ -10,7 +10,7 @@ from typing import Any
 import nats.js.errors
 import pytest
 
-from arb_common.bus import DLQ, Bus, Delivery, LastSequenceMismatch
+from arb_common.bus import DLQ, Bus, Delivery, LastSequenceMismatch, delivery_count
 from arb_common.messages import Envelope, FillEvent, VenueReady
 from arb_common.subjects import STREAMS
 from arb_common.testing import connected_bus
@@ -68,6 +68,24 @@ async def test_consumer_acks_after_handler_and_redelivers_on_failure(bus: Bus) -
     await bus.publish(bus.subjects.fill("alpha", "BTC-USDT"), _fill("7"), "fill:alpha:7")
     await _wait_for(lambda: seen == ["7"])
     assert attempts["n"] == 2
+
+
+@pytest.mark.parametrize("lanes", [False, True])
+async def test_handler_knows_the_delivery_count_of_its_message(bus: Bus, lanes: bool) -> None:
+    counts: list[int | None] = []
+
+    async def handler(env: Envelope, payload: Any) -> None:
+        counts.append(delivery_count())
+        if len(counts) < 3:
+            raise RuntimeError("not yet")
+
+    bus.consume(stream="EXEC", durable=f"t-count-{lanes}", handler=handler, backoff=(0.05,),
+                filter_subject=bus.subjects.any("exec.>"),
+                lane_key=(lambda env, payload: payload.venue) if lanes else None)
+    await bus.publish(bus.subjects.fill("alpha", "BTC-USDT"), _fill("8"), "fill:alpha:8")
+    await _wait_for(lambda: len(counts) == 3)
+    assert counts == [1, 2, 3]
+    assert delivery_count() is None  # outside a handler
 
 
 async def test_undecodable_message_goes_to_dlq_and_consumer_keeps_going(bus: Bus) -> None:

@@ -57,10 +57,12 @@ async def order_events(bus: Bus) -> tuple[list[OrderEvent], list[FillEvent]]:
             [m for m in msgs if isinstance(m, FillEvent)])
 
 
+@pytest.mark.parametrize("delivery", [None, 1])  # 1: each leg sent while its NEW is stored
 async def test_intent_becomes_two_signed_market_orders_with_fills(
-        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate,
+        delivery: int | None) -> None:
     intent = make_intent(1, "0.0123456")  # sized down to the 0.00001 lot step
-    await IntentExecutor(bus, clients, gate).handle(*env_for(bus, intent))
+    await IntentExecutor(bus, clients, gate).handle(*env_for(bus, intent), delivery=delivery)
     buy = [r for r in venue_sim.records("alpha") if r["client_order_id"] ==
            client_order_id("L1:open", "buy")]
     sell = [r for r in venue_sim.records("beta") if r["client_order_id"] ==
@@ -70,6 +72,8 @@ async def test_intent_becomes_two_signed_market_orders_with_fills(
     orders, fills = await order_events(bus)
     assert sorted((o.venue, o.status) for o in orders) == [
         ("alpha", "FILLED"), ("alpha", "NEW"), ("beta", "FILLED"), ("beta", "NEW")]
+    for venue in ("alpha", "beta"):  # in stream order: NEW first, whichever path
+        assert [o.status for o in orders if o.venue == venue] == ["NEW", "FILLED"]
     assert {f.venue_trade_id for f in fills} == {
         str(f["trade_id"]) for r in buy + sell for f in r["fills"]}
     assert all(f.fee > 0 and f.fee_asset for f in fills)
@@ -86,10 +90,50 @@ async def test_redelivered_intent_sends_no_second_order(
     assert len(orders) == 4 and len(fills) >= 2
 
 
-async def test_lost_order_response_is_unknown_then_resolved_by_client_order_id(
+async def test_redelivery_whose_new_never_reached_the_bus_finds_the_order_on_the_venue(
         bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+    # A process sent both legs while their NEW was being stored, and died before NEW got to
+    # JetStream: the venue has the orders, the bus has nothing. The redelivery (count 2)
+    # must ask the venue, not send again (a filled coid is free again on Binance).
+    env, intent = env_for(bus, make_intent(12))
+    for side, venue in (("buy", "alpha"), ("sell", "beta")):
+        await clients[venue].submit("BTC-USDT", side, D("0.01"),
+                                    client_order_id("L12:open", side))
+    await IntentExecutor(bus, clients, gate).handle(env, intent, delivery=2)
+    for side, venue in (("buy", "alpha"), ("sell", "beta")):
+        coid = client_order_id("L12:open", side)
+        assert [r["client_order_id"] for r in venue_sim.records(venue)].count(coid) == 1
+    orders, fills = await order_events(bus)
+    assert sorted((o.venue, o.status) for o in orders) == [
+        ("alpha", "FILLED"), ("alpha", "NEW"), ("beta", "FILLED"), ("beta", "NEW")]
+    assert len(fills) >= 2 and not [o for o in orders if o.role == "hedge"]
+
+
+def violations(kind: str) -> float:
+    return REGISTRY.get_sample_value("arb_executor_invariant_violations_total",
+                                     {"kind": kind}) or 0.0
+
+
+async def test_new_already_stored_on_a_first_delivery_is_reported(
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+    # Only if the consumer lost its delivery record (deleted and re-created while the
+    # intent was young): the executor cannot un-send, so it says so and uses the answer.
+    env, intent = env_for(bus, make_intent(13))
+    await IntentExecutor(bus, clients, gate).handle(env, intent, delivery=1)
+    before = violations("new_before_first_delivery")
+    await IntentExecutor(bus, clients, gate).handle(env, intent, delivery=1)
+    assert violations("new_before_first_delivery") == before + 2  # one per leg
+    orders, _ = await order_events(bus)
+    assert all(o.status in ("NEW", "FILLED") for o in orders)
+
+
+@pytest.mark.parametrize("delivery", [None, 1])
+async def test_lost_order_response_is_unknown_then_resolved_by_client_order_id(
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate,
+        delivery: int | None) -> None:
     venue_sim.fault("alpha", "lose_order_responses", 1.0, duration_s=5)
-    await IntentExecutor(bus, clients, gate, resolve_s=5).handle(*env_for(bus, make_intent(3)))
+    await IntentExecutor(bus, clients, gate, resolve_s=5).handle(*env_for(bus, make_intent(3)),
+                                                                 delivery=delivery)
     orders, fills = await order_events(bus)
     alpha = [o.status for o in orders if o.venue == "alpha"]
     assert alpha == ["NEW", "UNKNOWN", "FILLED"]
@@ -111,10 +155,13 @@ async def test_5xx_then_order_never_found_becomes_rejected_after_the_window(
     assert len(hedges) == 1 and hedges[0].side == "buy" and hedges[0].filled_quantity == D("0.01")
 
 
+@pytest.mark.parametrize("delivery", [None, 1])
 async def test_venue_rejection_is_final_and_counted(
-        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate,
+        delivery: int | None) -> None:
     venue_sim.fault("beta", "reject_orders", 1.0)
-    await IntentExecutor(bus, clients, gate).handle(*env_for(bus, make_intent(5)))
+    await IntentExecutor(bus, clients, gate).handle(*env_for(bus, make_intent(5)),
+                                                    delivery=delivery)
     orders, _ = await order_events(bus)
     beta = [(o.status, o.reason) for o in orders if o.venue == "beta" and o.role == "leg"]
     assert [s for s, _ in beta] == ["NEW", "REJECTED"]
@@ -122,10 +169,13 @@ async def test_venue_rejection_is_final_and_counted(
     await asyncio.sleep(0)
 
 
+@pytest.mark.parametrize("delivery", [None, 1])
 async def test_rate_limited_order_waits_retry_after_and_goes_through_once(
-        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate) -> None:
+        bus: Bus, venue_sim: SimHandle, clients: dict[str, VenueClient], gate: Gate,
+        delivery: int | None) -> None:
     venue_sim.fault("alpha", "rate_limit", 1.0, duration_s=0.4)  # 429 + Retry-After: 1
-    await IntentExecutor(bus, clients, gate).handle(*env_for(bus, make_intent(6)))
+    await IntentExecutor(bus, clients, gate).handle(*env_for(bus, make_intent(6)),
+                                                    delivery=delivery)
     orders, fills = await order_events(bus)
     alpha = [o.status for o in orders if o.venue == "alpha" and o.role == "leg"]
     assert alpha == ["NEW", "FILLED"]  # a 429 is not an unknown outcome: nothing was sent

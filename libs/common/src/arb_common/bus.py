@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -84,6 +85,20 @@ class Delivery:
     env: Envelope
     payload: Any
     msg: Msg
+
+
+_DELIVERY: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
+    "arb_bus_delivery", default=None)
+
+
+def delivery_count() -> int | None:
+    """How many times JetStream has delivered the message whose handler is running (1: the
+    first delivery, as recorded in the durable consumer's state); None outside a
+    :meth:`Bus.consume` handler."""
+    d = _DELIVERY.get()
+    if d is None:
+        return None
+    return d.msg.metadata.num_delivered or 1
 
 
 Handler = Callable[[Envelope, Any], Awaitable[None]]
@@ -635,12 +650,14 @@ class _Consumer:
     async def _handle_one(self, d: Delivery) -> None:
         assert self.handler is not None
         keepalive = asyncio.create_task(self._keepalive(d.msg))
+        token = _DELIVERY.set(d)
         try:
             await self.handler(d.env, d.payload)
         except Exception as exc:  # noqa: BLE001
             await self._failed([d], exc)
             return
         finally:
+            _DELIVERY.reset(token)
             keepalive.cancel()
         await d.msg.ack()
         CONSUMED.labels(self.stream, self.durable).inc()

@@ -9,7 +9,9 @@ For each intent, in this order:
    gate opens or the intent goes stale);
 4. size both legs to the venues' lot sizes and the cached free balances, check min qty /
    notional (else REJECTED, ack);
-5. both legs concurrently as MARKET orders (see :mod:`arb_executor.legs`);
+5. both legs concurrently as MARKET orders (see :mod:`arb_executor.legs`): on the intent's
+   first JetStream delivery each leg is sent while its NEW is being stored, on a
+   redelivery NEW is stored first and an earlier attempt is looked up on the venue;
 6. legs' fills differ -> hedge the difference (:mod:`arb_executor.hedge`); what is left is
    ``arb_executor_unhedged_exposure`` and, if tradable, a blocking ``RiskEvent``.
 
@@ -26,7 +28,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from arb_common.bus import Bus, SeenIds
+from arb_common.bus import Bus, SeenIds, delivery_count
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.errors import TemporaryError
 from arb_common.messages import Envelope, Intent
@@ -81,7 +83,9 @@ class IntentExecutor:
         self.balances = balances
         self.hedger = Hedger(bus, self.runner, venues, books, balances, hedge)
 
-    async def handle(self, env: Envelope, intent: Any) -> None:
+    async def handle(self, env: Envelope, intent: Any, *, delivery: int | None = None) -> None:
+        """The STRAT consumer's handler. ``delivery``: JetStream's delivery count of the intent
+        (default: the running consumer's, :func:`arb_common.bus.delivery_count`)."""
         if not isinstance(intent, Intent):
             logger.warning("ignoring non-intent message type=%s id=%s", env.type, env.id)
             return
@@ -96,13 +100,14 @@ class IntentExecutor:
             return
         INTENTS.inc()
         try:
-            await self._execute(env, intent)
+            await self._execute(env, intent, delivery=delivery or delivery_count())
         finally:
             INTENTS.dec()
         self.done.add(intent.intent_id)
         INTENT_TO_ACK.observe(max(0.0, (self.clock.now_ns() - env.ts) / 1e9))
 
-    async def _execute(self, env: Envelope, intent: Intent) -> None:
+    async def _execute(self, env: Envelope, intent: Intent, *,
+                       delivery: int | None = None) -> None:
         age_ns = self.clock.now_ns() - env.ts
         unknown = [v for v in (intent.buy_venue, intent.sell_venue) if v not in self.venues]
         if unknown:
@@ -126,7 +131,8 @@ class IntentExecutor:
                 await self.runner.reject(p, intent, reason)
             return
         results = await asyncio.gather(
-            *(self.runner.run(p, intent, self.venues[p.venue]) for p in plans),
+            *(self.runner.run(p, intent, self.venues[p.venue], delivery=delivery)
+              for p in plans),
             return_exceptions=True,
         )
         errors = [r for r in results if isinstance(r, BaseException)]

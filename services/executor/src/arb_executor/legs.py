@@ -1,14 +1,22 @@
 """One leg of an intent: plan it, record it, send it once, resolve unknown outcomes.
 
-Idempotency (a redelivered intent never sends a second order):
-the ``NEW`` event is published BEFORE sending with msg id ``order:<coid>:NEW:0``. If JetStream
-answers that publish as a duplicate (it already holds NEW for this coid, within the 2-min
-duplicate window, which is far longer than the intent max age) or this process already
-attempted the coid, the venue is first queried by coid and a found order is used instead of
-sending. A first delivery therefore costs no extra round trip (querying every time would add
-one signed REST call, tens of ms on a real venue, to the hot path). A Binance coid is only
+Idempotency (a redelivered intent never sends a second order): every order has a ``NEW``
+event with msg id ``order:<coid>:NEW:0``, acknowledged by JetStream before any later event of
+the order and before the intent is acked.
+
+- The intent's first delivery (JetStream's delivery count, kept in the durable consumer's
+  state, is 1) of a coid this process never attempted: nobody can have sent it, so the order
+  goes out while NEW is being stored.
+- Any other case (a redelivery, a caller that does not know the count, a hedge): NEW is
+  stored first. If JetStream answers it as a duplicate (it already holds NEW for this coid,
+  within the 2-min duplicate window, far longer than the intent max age), this process
+  already attempted the coid, or the intent was delivered before, the venue is queried by
+  coid and a found order is used instead of sending.
+
+A first delivery therefore costs no extra round trip (querying every time would add one
+signed REST call, tens of ms on a real venue, to the hot path). A Binance coid is only
 unique among OPEN orders, so the "Duplicate order sent." answer alone would not protect a
-market order that already filled; the NEW-duplicate check does.
+market order that already filled; the delivery count and the NEW-duplicate check do.
 """
 
 from __future__ import annotations
@@ -33,10 +41,10 @@ from tenacity import (
 from arb_common.bus import Bus, SeenIds
 from arb_common.clock import Clock
 from arb_common.errors import UnknownOutcome
-from arb_common.messages import FillEvent, Intent, OrderStatus, Side
+from arb_common.messages import FillEvent, Intent, OrderEvent, OrderStatus, Side
 from arb_common.money import floor_to_step, to_str
 
-from .order_machine import OrderMachine, OrderState
+from .order_machine import INVARIANT_VIOLATIONS, OrderMachine, OrderState
 from .venue_client import DuplicateOrder, MarketRules, OrderRejected, VenueFill, VenueOrder
 
 logger = logging.getLogger(__name__)
@@ -133,16 +141,26 @@ class EventSink:
         self.clock = clock
 
     async def order(self, m: OrderMachine) -> PubAck:
+        return await self._order(*self._order_message(m))
+
+    def order_soon(self, m: OrderMachine) -> asyncio.Task[PubAck]:
+        """Start publishing ``m``'s event as it is now (the machine may move on meanwhile);
+        the task completes with the PubAck."""
+        return asyncio.ensure_future(self._order(*self._order_message(m)))
+
+    def _order_message(self, m: OrderMachine) -> tuple[OrderEvent, str]:
         s = m.state
-        msg_id = f"order:{s.client_order_id}:{s.status}:{to_str(s.filled_quantity)}"
-        ack = await self.bus.publish(self.bus.subjects.order(s.venue, s.symbol),
-                                     m.event(self.clock.now_ns()), msg_id)
+        return (m.event(self.clock.now_ns()),
+                f"order:{s.client_order_id}:{s.status}:{to_str(s.filled_quantity)}")
+
+    async def _order(self, ev: OrderEvent, msg_id: str) -> PubAck:
+        ack = await self.bus.publish(self.bus.subjects.order(ev.venue, ev.symbol), ev, msg_id)
         if not ack.duplicate:
-            ORDERS.labels(s.venue, s.status).inc()
-            if s.status == "REJECTED":
-                REJECTS.labels(s.venue, reason_label(s.reason)).inc()
-            elif s.status == "UNKNOWN":
-                UNKNOWN.labels(s.venue).inc()
+            ORDERS.labels(ev.venue, ev.status).inc()
+            if ev.status == "REJECTED":
+                REJECTS.labels(ev.venue, reason_label(ev.reason)).inc()
+            elif ev.status == "UNKNOWN":
+                UNKNOWN.labels(ev.venue).inc()
         return ack
 
     async def fill(self, s: OrderState, f: VenueFill) -> None:
@@ -188,14 +206,26 @@ class LegRunner:
         await self.sink.order(m)
         return m
 
-    async def run(self, plan: LegPlan, intent: Intent, venue: TradingVenue) -> OrderMachine:
+    async def run(self, plan: LegPlan, intent: Intent, venue: TradingVenue, *,
+                  delivery: int | None = None) -> OrderMachine:
+        """Send ``plan`` once and follow it to the venue's answer.
+
+        ``delivery``: JetStream's delivery count of the intent (the durable consumer's own
+        record; None: not known). On delivery 1 no process can have sent this coid before, so
+        unless this process did, the order goes out while its NEW is being stored rather than
+        after it (one JetStream round trip off the hot path). Otherwise NEW is stored first,
+        and if it was already on the bus, this process attempted the coid, or the intent was
+        delivered before (its NEW may never have reached the bus), the venue is asked for the
+        coid before anything is sent."""
         m = self.machine(plan, intent)
+        if delivery == 1 and plan.coid not in self.attempted:
+            return await self._run_first(m, plan, venue)
         ack = await self.sink.order(m)  # NEW: the durable record that we are about to send
-        seen_before = ack.duplicate or plan.coid in self.attempted
+        seen_before = (ack.duplicate or plan.coid in self.attempted
+                       or (delivery is not None and delivery > 1))
         self.attempted.add(plan.coid)
         if seen_before:
             self.recovered.add(plan.coid)
-        if seen_before:
             existing = await venue.query(plan.symbol, plan.coid)  # UnknownOutcome -> nak
             if existing is not None:
                 logger.info("redelivered intent: order found on venue venue=%s "
@@ -203,21 +233,57 @@ class LegRunner:
                 await self.apply(m, existing)
                 return m
         m.transition("SUBMITTED")
+        return await self._outcome(m, venue, await self._send(plan, venue))
+
+    async def _run_first(self, m: OrderMachine, plan: LegPlan,
+                         venue: TradingVenue) -> OrderMachine:
+        """NEW and the order at once; NEW's PubAck is awaited before any later event of the
+        order (the stream keeps NEW first) and before the intent is acked. If NEW cannot be
+        stored, the error naks the intent: its redelivery (count 2) queries the coid first."""
+        self.attempted.add(plan.coid)
+        new = self.sink.order_soon(m)
+        m.transition("SUBMITTED")
         try:
-            order: VenueOrder | None = await venue.submit(
-                plan.symbol, plan.leg, plan.quantity, plan.coid)
-        except OrderRejected as exc:
+            sent = await self._send(plan, venue)
+        finally:
+            ack = await new
+        if ack.duplicate:
+            # Only if the consumer's delivery record was lost (consumer deleted and
+            # re-created while the intent was young): an earlier attempt may exist.
+            INVARIANT_VIOLATIONS.labels("new_before_first_delivery").inc()
+            logger.error("NEW already stored on the first delivery of its intent venue=%s "
+                         "client_order_id=%s: the venue's answer is used, the reconciler "
+                         "checks the coid", plan.venue, plan.coid)
+            self.recovered.add(plan.coid)
+        return await self._outcome(m, venue, sent)
+
+    @staticmethod
+    async def _send(plan: LegPlan, venue: TradingVenue
+                    ) -> VenueOrder | OrderRejected | DuplicateOrder | UnknownOutcome:
+        try:
+            return await venue.submit(plan.symbol, plan.leg, plan.quantity, plan.coid)
+        except (OrderRejected, DuplicateOrder, UnknownOutcome) as exc:
+            return exc
+
+    async def _outcome(self, m: OrderMachine, venue: TradingVenue,
+                       sent: VenueOrder | OrderRejected | DuplicateOrder | UnknownOutcome
+                       ) -> OrderMachine:
+        s = m.state
+        order: VenueOrder | None
+        if isinstance(sent, OrderRejected):
             logger.warning("order rejected venue=%s client_order_id=%s reason=%s",
-                           plan.venue, plan.coid, exc.reason)
-            m.transition("REJECTED", reason=exc.reason)
+                           s.venue, s.client_order_id, sent.reason)
+            m.transition("REJECTED", reason=sent.reason)
             await self.sink.order(m)
             return m
-        except DuplicateOrder:
+        if isinstance(sent, DuplicateOrder):
             order = await self.resolve(m, venue, "duplicate client order id")
-        except UnknownOutcome as exc:
+        elif isinstance(sent, UnknownOutcome):
             logger.warning("unknown outcome venue=%s client_order_id=%s error=%s",
-                           plan.venue, plan.coid, exc)
-            order = await self.resolve(m, venue, str(exc))
+                           s.venue, s.client_order_id, sent)
+            order = await self.resolve(m, venue, str(sent))
+        else:
+            order = sent
         if order is not None:
             await self.apply(m, order)
         return m

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from arb_common.clock import SYSTEM_CLOCK, Clock
 from arb_common.runtime import OrjsonResponse
 
-from .binance_rest import register_rest
+from .binance_rest import RestRoutes, register_rest
 from .binance_ws import WsHub, register_ws
 from .book import DepthEvent
 from .config import Credentials, SimSettings, venue_credentials
@@ -47,9 +47,10 @@ class Venue:
         self.app = FastAPI(title=f"venue-sim {self.id} (binance spot)",
                            default_response_class=OrjsonResponse, openapi_url=None,
                            docs_url=None, redoc_url=None)
-        register_rest(self.app, self)
         register_ws(self.app, self.hub)
-        self.asgi = FaultMiddleware(self.app, self.faults)
+        routes = RestRoutes(self.id, self.app)
+        register_rest(routes, self)
+        self.asgi = FaultMiddleware(routes, self.faults)
         self.faults.on_change.append(self._fault_added)
 
     @property
