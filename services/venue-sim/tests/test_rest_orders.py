@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import httpx
+import pytest
+from prometheus_client import REGISTRY
 
 from arb_venue_sim.venue import Venue
 
@@ -279,3 +281,28 @@ async def test_public_market_data(client: httpx.AsyncClient, alpha: Venue) -> No
     ticks = (await client.get('/api/v3/ticker/bookTicker?symbols=["BTCUSDT","SOLUSDT"]')).json()
     assert [t["symbol"] for t in ticks] == ["BTCUSDT", "SOLUSDT"]
     assert len((await client.get("/api/v3/ticker/bookTicker")).json()) == 3
+
+
+async def test_unexpected_handler_error_answers_minus_1000_and_the_venue_keeps_serving(
+        call: SignedCall, alpha: Venue, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    labels = {"venue": "alpha", "reason": "internal_error"}
+    before = REGISTRY.get_sample_value("arb_venue_sim_rejects_total", labels) or 0.0
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("matching engine bug")
+
+    monkeypatch.setattr(alpha.engine, "place", broken)
+    resp = await call("POST", "/api/v3/order", symbol="BTCUSDT", side="BUY", type="MARKET",
+                      quantity="0.001", newClientOrderId="boom-1")
+    assert resp.status_code == 500
+    assert resp.json() == {"code": -1000, "msg": "An unknown error occurred while processing "
+                           "the request."}
+    assert REGISTRY.get_sample_value("arb_venue_sim_rejects_total", labels) == before + 1
+    assert any("request failed venue=alpha POST /api/v3/order" in r.getMessage()
+               for r in caplog.records)
+    monkeypatch.undo()
+    again = await call("POST", "/api/v3/order", symbol="BTCUSDT", side="BUY", type="MARKET",
+                       quantity="0.001", newClientOrderId="boom-2")
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "FILLED"
