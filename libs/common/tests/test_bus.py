@@ -79,13 +79,46 @@ async def test_handler_knows_the_delivery_count_of_its_message(bus: Bus, lanes: 
         if len(counts) < 3:
             raise RuntimeError("not yet")
 
-    bus.consume(stream="EXEC", durable=f"t-count-{lanes}", handler=handler, backoff=(0.05,),
+    durable = f"t-count-{lanes}"
+    bus.consume(stream="EXEC", durable=durable, handler=handler, backoff=(0.05,),
                 filter_subject=bus.subjects.any("exec.>"),
                 lane_key=(lambda env, payload: payload.venue) if lanes else None)
+    await _consumer_exists(bus, durable)  # a message older than the consumer counts 2
     await bus.publish(bus.subjects.fill("alpha", "BTC-USDT"), _fill("8"), "fill:alpha:8")
     await _wait_for(lambda: len(counts) == 3)
     assert counts == [1, 2, 3]
     assert delivery_count() is None  # outside a handler
+
+
+async def _consumer_exists(bus: Bus, durable: str) -> None:
+    stream = bus.subjects.stream_name("EXEC")
+    for _ in range(500):
+        try:
+            await bus.js.consumer_info(stream, durable)
+            return
+        except nats.js.errors.NotFoundError:
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"consumer {durable} never created")
+
+
+async def test_message_stored_before_its_consumer_existed_counts_as_a_redelivery(
+        bus: Bus) -> None:
+    """The durable's record covers only its own lifetime: a message stored before it was
+    created (e.g. deleted and re-created while the message waited) may have been delivered
+    by the one before, so its first delivery here counts 2; later messages count 1."""
+    counts: dict[str, int | None] = {}
+
+    async def handler(env: Envelope, payload: Any) -> None:
+        counts[payload.venue_trade_id] = delivery_count()
+
+    subject = bus.subjects.fill("alpha", "BTC-USDT")
+    await bus.publish(subject, _fill("old"), "fill:alpha:old")
+    bus.consume(stream="EXEC", durable="t-count-age", handler=handler,
+                filter_subject=bus.subjects.any("exec.>"))
+    await _wait_for(lambda: "old" in counts)
+    await bus.publish(subject, _fill("new"), "fill:alpha:new")
+    await _wait_for(lambda: "new" in counts)
+    assert counts == {"old": 2, "new": 1}
 
 
 async def test_undecodable_message_goes_to_dlq_and_consumer_keeps_going(bus: Bus) -> None:

@@ -19,6 +19,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -85,6 +86,7 @@ class Delivery:
     env: Envelope
     payload: Any
     msg: Msg
+    consumer_created: datetime | None = None  # the durable's creation (server clock)
 
 
 _DELIVERY: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
@@ -92,13 +94,22 @@ _DELIVERY: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
 
 
 def delivery_count() -> int | None:
-    """How many times JetStream has delivered the message whose handler is running (1: the
-    first delivery, as recorded in the durable consumer's state); None outside a
-    :meth:`Bus.consume` handler."""
+    """How many times JetStream may have delivered the message whose handler is running, as
+    recorded in the durable consumer's state (1: the first delivery); None outside a
+    :meth:`Bus.consume` handler.
+
+    A message stored before the durable consumer was created (deleted and re-created, e.g. by
+    an operator, or created after the message was published) counts at least 2: a consumer
+    of the same name may have delivered it before, and its record is gone. Creation time and
+    message time are both the server's clock."""
     d = _DELIVERY.get()
     if d is None:
         return None
-    return d.msg.metadata.num_delivered or 1
+    n = d.msg.metadata.num_delivered or 1
+    if n == 1 and (d.consumer_created is None
+                   or d.msg.metadata.timestamp < d.consumer_created):
+        return 2
+    return n
 
 
 Handler = Callable[[Envelope, Any], Awaitable[None]]
@@ -503,6 +514,7 @@ class _Consumer:
         self.batch_handler = batch_handler
         self.batch = batch
         self.config = config
+        self.created: datetime | None = None  # the durable's creation time (server clock)
         self.backoff = backoff
         self.max_deliver = config.max_deliver or 1
 
@@ -535,6 +547,7 @@ class _Consumer:
                         stream=self.stream,
                         config=self.config,
                     )
+                    await self._refresh_created(sub)
                 try:
                     msgs = await self._fetch(sub)
                 except (nats.errors.TimeoutError, TimeoutError):
@@ -582,11 +595,21 @@ class _Consumer:
         return msgs
 
     async def _report_pending(self, sub: JetStreamContext.PullSubscription) -> None:
+        """On an idle fetch: the pending gauge, and the durable's creation time (it may have
+        been deleted and re-created under this subscription)."""
         try:
             info = await sub.consumer_info()
             PENDING.labels(self.stream, self.durable).set(info.num_pending or 0)
+            self.created = info.created
         except Exception:  # noqa: BLE001 - metrics only
             pass
+
+    async def _refresh_created(self, sub: JetStreamContext.PullSubscription) -> None:
+        try:
+            self.created = (await sub.consumer_info()).created
+        except Exception as exc:  # noqa: BLE001 - unknown: every delivery counts as a repeat
+            self.created = None
+            logger.warning("consumer info failed durable=%s error=%r", self.durable, exc)
 
     async def _process(self, msgs: list[Msg]) -> None:
         good: list[Delivery] = []
@@ -598,7 +621,7 @@ class _Consumer:
                                             f"decode: {exc.reason}")
                 await msg.term()
                 continue
-            good.append(Delivery(env, payload, msg))
+            good.append(Delivery(env, payload, msg, self.created))
         if not good:
             return
         if self.batch_handler is not None:

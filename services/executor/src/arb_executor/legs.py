@@ -248,8 +248,9 @@ class LegRunner:
         finally:
             ack = await new
         if ack.duplicate:
-            # Only if the consumer's delivery record was lost (consumer deleted and
-            # re-created while the intent was young): an earlier attempt may exist.
+            # Only if the consumer's delivery record was lost: a consumer deleted and
+            # re-created under this running subscription before its next idle fetch told
+            # the bus (a message older than the consumer counts 2, see delivery_count).
             INVARIANT_VIOLATIONS.labels("new_before_first_delivery").inc()
             logger.error("NEW already stored on the first delivery of its intent venue=%s "
                          "client_order_id=%s: the venue's answer is used, the reconciler "
