@@ -547,11 +547,12 @@ class _Consumer:
                         stream=self.stream,
                         config=self.config,
                     )
-                    await self._refresh_created(sub)
+                    self.created = None  # a new subscription: unknown until its info is read
+                    await self._read_info(sub)
                 try:
                     msgs = await self._fetch(sub)
                 except (nats.errors.TimeoutError, TimeoutError):
-                    await self._report_pending(sub)
+                    await self._read_info(sub)
                     continue
                 await self._process(msgs)
             except asyncio.CancelledError:
@@ -594,22 +595,17 @@ class _Consumer:
                 pass  # taken by another instance meanwhile: handle what we have
         return msgs
 
-    async def _report_pending(self, sub: JetStreamContext.PullSubscription) -> None:
-        """On an idle fetch: the pending gauge, and the durable's creation time (it may have
-        been deleted and re-created under this subscription)."""
+    async def _read_info(self, sub: JetStreamContext.PullSubscription) -> None:
+        """Read the consumer's info (at subscribe and on every idle fetch): the pending gauge,
+        and the durable's creation time (it may have been deleted and re-created under this
+        subscription). If it cannot be read, both stay as they were."""
         try:
             info = await sub.consumer_info()
-            PENDING.labels(self.stream, self.durable).set(info.num_pending or 0)
-            self.created = info.created
-        except Exception:  # noqa: BLE001 - metrics only
-            pass
-
-    async def _refresh_created(self, sub: JetStreamContext.PullSubscription) -> None:
-        try:
-            self.created = (await sub.consumer_info()).created
-        except Exception as exc:  # noqa: BLE001 - unknown: every delivery counts as a repeat
-            self.created = None
-            logger.warning("consumer info failed durable=%s error=%r", self.durable, exc)
+        except Exception as exc:  # noqa: BLE001 - created unknown: deliveries count as repeats
+            logger.debug("consumer info failed durable=%s error=%r", self.durable, exc)
+            return
+        PENDING.labels(self.stream, self.durable).set(info.num_pending or 0)
+        self.created = info.created
 
     async def _process(self, msgs: list[Msg]) -> None:
         good: list[Delivery] = []
